@@ -1,0 +1,37 @@
+# The project's two commands:
+#   make run    runs the gateway on embedded defaults (http://127.0.0.1:8080, no external service)
+#   make test   runs every test: lint, unit and integration tests on both io drivers,
+#               the Autobahn testsuite on both drivers, the widget's browser tests.
+# Everything a test needs (a Python venv with kosoku, Debian's chromium, npm
+# packages) is installed by the step that needs it, idempotently.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+GATEWAY_BIN ?= $(CURDIR)/target/release/gateway
+
+.PHONY: run test lint test-rust autobahn widget-test bench
+
+run:
+	$(CARGO) run --release -p gateway -- $(ARGS)
+
+test: lint test-rust autobahn widget-test
+	@echo "make test: every test passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Release profile: the integration tests, Autobahn and the browser tests all
+# exercise the same optimized binary, built once.
+test-rust:
+	$(CARGO) test --release --workspace --exclude benches
+
+autobahn: test-rust
+	gateway/tests/autobahn/run.sh --driver uring --gateway $(GATEWAY_BIN)
+	gateway/tests/autobahn/run.sh --driver epoll --gateway $(GATEWAY_BIN)
+
+widget-test: test-rust
+	GATEWAY_BIN=$(GATEWAY_BIN) widget/test.sh
+
+bench:
+	$(CARGO) bench -p benches

@@ -1,0 +1,461 @@
+//! Configuration: command-line flags and environment variables over an
+//! optional TOML file over built-in defaults.
+//!
+//! Every setting has a default that runs the gateway with no external service.
+//! Unknown keys in the file are refused, so a typo is an error at start, not a
+//! setting silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::session::ratelimit::Rate;
+use crate::sites::SiteConfig;
+
+/// Command line of the `gateway` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Live-chat gateway: WebSocket and long-polling server for website chat widgets"
+)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print the effective configuration as TOML and exit.
+    PrintConfig,
+}
+
+/// Which io driver the workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring where it starts, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only; refuse to start without it.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// Flags and environment variables; each overrides the file.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "LC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one runtime each [default: one per core].
+    #[arg(long, env = "LC_WORKERS")]
+    pub workers: Option<usize>,
+    /// io driver: auto, uring or epoll [default: auto].
+    #[arg(long, env = "LC_IO_DRIVER", value_enum)]
+    pub io_driver: Option<IoDriver>,
+    /// Directory for the gateway's data [default: ./data].
+    #[arg(long, env = "LC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "LC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Serve the `/echo` WebSocket route (for conformance tests).
+    #[arg(long, env = "LC_ECHO")]
+    pub echo: bool,
+    /// Bearer token for the `/admin/` API (disabled when unset).
+    #[arg(long, env = "LC_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Most open connections before new ones get 503 [default: open-files limit less a reserve].
+    #[arg(long, env = "LC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Log filter, as RUST_LOG [default: info].
+    #[arg(long, env = "LC_LOG")]
+    pub log: Option<String>,
+    /// Do not pin workers to cores.
+    #[arg(long, env = "LC_NO_PIN")]
+    pub no_pin: bool,
+}
+
+/// The whole configuration, as the TOML file spells it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// io driver.
+    pub io_driver: IoDriver,
+    /// Directory for the gateway's data.
+    pub data_dir: PathBuf,
+    /// Serve `/echo`.
+    pub echo: bool,
+    /// Pin each worker to a core.
+    pub pin_workers: bool,
+    /// Log filter.
+    pub log: String,
+    /// Admin API.
+    pub admin: AdminConfig,
+    /// Limits and timeouts.
+    pub limits: LimitsConfig,
+    /// Sessions and their cookie.
+    pub session: SessionConfig,
+    /// The placeholder answerer used until an inference pool is configured.
+    pub answer: AnswerConfig,
+    /// Sites by id.
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            io_driver: IoDriver::Auto,
+            data_dir: PathBuf::from("data"),
+            echo: false,
+            pin_workers: true,
+            log: "info".into(),
+            admin: AdminConfig::default(),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            answer: AnswerConfig::default(),
+            sites: BTreeMap::new(),
+        }
+    }
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token; the admin API answers 403 to everything while unset.
+    pub token: Option<String>,
+}
+
+/// Limits, timeouts and rates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections before new ones get 503; 0 means the open-files limit less a reserve.
+    pub max_connections: usize,
+    /// Largest WebSocket frame payload on `/ws` (larger: close 1009).
+    pub max_frame_bytes: u64,
+    /// Largest chat message text (larger: `error` `too_large`).
+    pub max_text_bytes: usize,
+    /// Largest message on `/echo` (Autobahn sends 16 MiB).
+    pub echo_max_message_bytes: usize,
+    /// Request line and headers.
+    pub max_head_bytes: usize,
+    /// Header fields per request.
+    pub max_headers: usize,
+    /// Request body (`POST /poll/send`, admin API).
+    pub max_body_bytes: usize,
+    /// Time to receive a whole request before 408.
+    pub handshake_timeout_ms: u64,
+    /// Idle keep-alive HTTP connection lifetime.
+    pub keepalive_timeout_ms: u64,
+    /// Quiet time before the server pings a WebSocket.
+    pub ping_interval_ms: u64,
+    /// Quiet time (no frame, no pong) before a WebSocket is dropped.
+    pub idle_timeout_ms: u64,
+    /// Bytes queued for a slow reader before it is closed with 1008.
+    pub outbound_queue_bytes: usize,
+    /// Chat messages per session.
+    pub message_rate: Rate,
+    /// Frames of any kind per connection.
+    pub frame_rate: Rate,
+    /// How long `GET /poll/recv` is held.
+    pub poll_hold_ms: u64,
+    /// Server messages kept per session for long-pollers.
+    pub poll_log_messages: usize,
+    /// Time given to open connections to close on shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 0,
+            max_frame_bytes: 64 * 1024,
+            max_text_bytes: 4096,
+            echo_max_message_bytes: 16 * 1024 * 1024,
+            max_head_bytes: 8 * 1024,
+            max_headers: 64,
+            max_body_bytes: 256 * 1024,
+            handshake_timeout_ms: 10_000,
+            keepalive_timeout_ms: 60_000,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 75_000,
+            outbound_queue_bytes: 1024 * 1024,
+            message_rate: Rate {
+                per_sec: 2.0,
+                burst: 10.0,
+            },
+            frame_rate: Rate {
+                per_sec: 50.0,
+                burst: 200.0,
+            },
+            poll_hold_ms: 25_000,
+            poll_log_messages: 1000,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// How the session cookie is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieMode {
+    /// `SameSite=Lax`: the widget's iframe and the page share the gateway's site.
+    Lax,
+    /// `SameSite=None; Secure; Partitioned`: for embedding on other sites over HTTPS.
+    CrossSite,
+}
+
+/// Sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Cookie and session lifetime, in seconds (default 30 days).
+    pub lifetime_secs: u64,
+    /// Cookie attributes.
+    pub cookie: CookieMode,
+    /// Most items `welcome`'s history carries.
+    pub history_items: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            lifetime_secs: 30 * 24 * 3600,
+            cookie: CookieMode::Lax,
+            history_items: 200,
+        }
+    }
+}
+
+/// The placeholder answerer's pace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerConfig {
+    /// Delay before the first token.
+    pub first_token_ms: u64,
+    /// Delay between tokens.
+    pub token_interval_ms: u64,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig {
+            first_token_ms: 150,
+            token_interval_ms: 20,
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The file (if any) with flags and environment applied over it, checked.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut c = match &args.config {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        if let Some(v) = args.listen {
+            c.listen = v;
+        }
+        if let Some(v) = args.workers {
+            c.workers = v;
+        }
+        if let Some(v) = args.io_driver {
+            c.io_driver = v;
+        }
+        if let Some(v) = &args.data_dir {
+            c.data_dir = v.clone();
+        }
+        if args.echo {
+            c.echo = true;
+        }
+        if let Some(v) = &args.admin_token {
+            c.admin.token = Some(v.clone());
+        }
+        if let Some(v) = args.max_connections {
+            c.limits.max_connections = v;
+        }
+        if let Some(v) = &args.log {
+            c.log = v.clone();
+        }
+        if args.no_pin {
+            c.pin_workers = false;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if l.max_frame_bytes < 125 {
+            return bad("limits.max_frame_bytes", "must be at least 125");
+        }
+        if l.max_text_bytes == 0 {
+            return bad("limits.max_text_bytes", "must be positive");
+        }
+        if l.poll_log_messages < 1000 {
+            return bad(
+                "limits.poll_log_messages",
+                "the protocol promises at least 1000",
+            );
+        }
+        if l.message_rate.burst < 1.0 || l.frame_rate.burst < 1.0 {
+            return bad(
+                "limits.message_rate / limits.frame_rate",
+                "burst must be at least 1",
+            );
+        }
+        if l.idle_timeout_ms <= l.ping_interval_ms {
+            return bad(
+                "limits.idle_timeout_ms",
+                "must be longer than limits.ping_interval_ms",
+            );
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return bad("admin.token", "must be at least 16 characters");
+        }
+        for id in self.sites.keys() {
+            if !crate::sites::valid_site_id(id) {
+                return bad(
+                    "sites",
+                    &format!("site id {id:?} must be 1-64 of [A-Za-z0-9_-]"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker count after resolving 0 to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.io_driver, IoDriver::Auto);
+        assert!(c.worker_count() >= 1);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let c = Config::from_toml(
+            r##"
+            listen = "0.0.0.0:9000"
+            workers = 3
+            [limits]
+            max_text_bytes = 100
+            [sites.shop]
+            allowed_origins = ["https://shop.example"]
+            instructions = "Be brief."
+            theme = { accent = "#123456" }
+            [[sites.shop.triggers]]
+            after_seconds = 30
+            message = "Need help?"
+            "##,
+        )
+        .unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.limits.max_text_bytes, 100);
+        assert_eq!(c.sites["shop"].allowed_origins, ["https://shop.example"]);
+        assert_eq!(c.sites["shop"].triggers[0].after_seconds, Some(30));
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let e = Config::from_toml("lisen = \"1.2.3.4:5\"").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let mut c = Config::default();
+        c.limits.poll_log_messages = 10;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("limits.poll_log_messages"));
+    }
+}

@@ -1,0 +1,7 @@
+//! HTTP/1.1, sans-IO: request parsing with limits and response encoding.
+//!
+//! Built on `httparse` and the `http` crate's types; the connection shell in
+//! `server` decides what to do with each request.
+
+pub mod request;
+pub mod response;

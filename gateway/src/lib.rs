@@ -1,0 +1,18 @@
+//! The live-chat gateway: a thread-per-core WebSocket and long-polling server
+//! for website chat widgets.
+//!
+//! Protocol logic is sans-IO (`http`, `ws`, `chat`, `session`, `admin`):
+//! functions over bytes and events, tested without sockets. The `server`
+//! module is the I/O shell that runs one monoio runtime per core and only
+//! moves bytes.
+
+pub mod admin;
+pub mod assets;
+pub mod chat;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod sites;
+pub mod ws;

@@ -1,0 +1,365 @@
+//! Metrics in the Prometheus text format.
+//!
+//! Each worker owns one [`WorkerMetrics`] and is the only thread that writes
+//! it, so a counter is a relaxed load and store, not a locked read-modify-write,
+//! and the hot path shares no cache line with other cores. `/metrics` reads every
+//! worker's block and sums.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::chat::ErrorCode;
+
+/// A counter written by one thread only.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: a plain load and store cannot lose an update.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A gauge written by one thread only.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds `n` (may be negative). Only the owning worker may call this.
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// A latency histogram with fixed buckets, written by one thread only.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; LATENCY_BUCKETS_US.len()],
+    count: Counter,
+    sum_us: Counter,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_us.add(us);
+    }
+}
+
+/// Which io driver a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DriverKind {
+    /// Not started yet.
+    None = 0,
+    /// io_uring.
+    Uring = 1,
+    /// epoll (monoio's legacy driver).
+    Epoll = 2,
+}
+
+impl DriverKind {
+    /// Name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::None => "none",
+            DriverKind::Uring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// Outcomes of HTTP requests, by status class.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One worker's metrics.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// Open connections.
+    pub connections: Gauge,
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections refused with 503 because the server was full.
+    pub refused_full: Counter,
+    /// Open WebSockets (chat and echo).
+    pub websockets: Gauge,
+    /// Sessions whose state this worker owns.
+    pub sessions: Gauge,
+    /// WebSocket frames received.
+    pub frames_in: Counter,
+    /// WebSocket frames sent.
+    pub frames_out: Counter,
+    /// Bytes received.
+    pub bytes_in: Counter,
+    /// Bytes sent.
+    pub bytes_out: Counter,
+    /// Chat messages stored.
+    pub messages: Counter,
+    /// `error` frames sent, by code.
+    pub errors: [Counter; ErrorCode::ALL.len()],
+    /// HTTP responses by status class.
+    pub http: [Counter; STATUS_CLASSES.len()],
+    /// WebSockets closed by the server for a protocol violation, size, UTF-8 or slowness.
+    pub ws_closed_by_server: Counter,
+    /// Messages handed to another worker.
+    pub cross_worker: Counter,
+    /// Message received to `ack` sent.
+    pub ack_latency: Histogram,
+    /// io driver in use.
+    pub driver: AtomicU8,
+    /// Kernel thread id, to read the worker's CPU time.
+    pub tid: AtomicI64,
+}
+
+impl WorkerMetrics {
+    /// Counts an `error` frame.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[code.index()].inc();
+    }
+
+    /// Counts an HTTP response.
+    pub fn http_status(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.http[class].inc();
+    }
+
+    fn driver(&self) -> DriverKind {
+        match self.driver.load(Relaxed) {
+            1 => DriverKind::Uring,
+            2 => DriverKind::Epoll,
+            _ => DriverKind::None,
+        }
+    }
+}
+
+/// CPU seconds a thread has used, from `/proc/self/task/<tid>/stat`.
+fn thread_cpu_seconds(tid: i64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz.max(1.0))
+}
+
+/// Renders every worker's metrics.
+pub fn render(workers: &[WorkerMetrics], max_connections: usize, out: &mut String) {
+    let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| workers.iter().map(f).sum::<u64>();
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        out,
+        "lc_connections_accepted_total",
+        "TCP connections accepted.",
+        sum(&|w| w.accepted.get()),
+    );
+    counter(
+        out,
+        "lc_connections_refused_total",
+        "Connections answered 503 because the server was full.",
+        sum(&|w| w.refused_full.get()),
+    );
+    counter(
+        out,
+        "lc_frames_received_total",
+        "WebSocket frames received.",
+        sum(&|w| w.frames_in.get()),
+    );
+    counter(
+        out,
+        "lc_frames_sent_total",
+        "WebSocket frames sent.",
+        sum(&|w| w.frames_out.get()),
+    );
+    counter(
+        out,
+        "lc_bytes_received_total",
+        "Bytes received on all connections.",
+        sum(&|w| w.bytes_in.get()),
+    );
+    counter(
+        out,
+        "lc_bytes_sent_total",
+        "Bytes sent on all connections.",
+        sum(&|w| w.bytes_out.get()),
+    );
+    counter(
+        out,
+        "lc_messages_total",
+        "Visitor chat messages stored.",
+        sum(&|w| w.messages.get()),
+    );
+    counter(
+        out,
+        "lc_ws_closed_by_server_total",
+        "WebSockets the server closed for a protocol violation, size, bad UTF-8 or a slow reader.",
+        sum(&|w| w.ws_closed_by_server.get()),
+    );
+    counter(
+        out,
+        "lc_cross_worker_messages_total",
+        "Messages handed from one worker to another.",
+        sum(&|w| w.cross_worker.get()),
+    );
+
+    let gauge_sum = |f: &dyn Fn(&WorkerMetrics) -> i64| workers.iter().map(f).sum::<i64>();
+    let _ = writeln!(out, "# HELP lc_connections_open Open connections.\n# TYPE lc_connections_open gauge\nlc_connections_open {}", gauge_sum(&|w| w.connections.get()));
+    let _ = writeln!(out, "# HELP lc_connections_max Connections allowed before 503.\n# TYPE lc_connections_max gauge\nlc_connections_max {max_connections}");
+    let _ = writeln!(out, "# HELP lc_websockets_open Open WebSockets.\n# TYPE lc_websockets_open gauge\nlc_websockets_open {}", gauge_sum(&|w| w.websockets.get()));
+    let _ = writeln!(
+        out,
+        "# HELP lc_sessions Sessions held in memory.\n# TYPE lc_sessions gauge\nlc_sessions {}",
+        gauge_sum(&|w| w.sessions.get())
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP lc_errors_total Error frames sent, by code.\n# TYPE lc_errors_total counter"
+    );
+    for code in ErrorCode::ALL {
+        let _ = writeln!(
+            out,
+            "lc_errors_total{{code=\"{}\"}} {}",
+            code.as_str(),
+            sum(&|w| w.errors[code.index()].get())
+        );
+    }
+    let _ = writeln!(out, "# HELP lc_http_responses_total HTTP responses, by status class.\n# TYPE lc_http_responses_total counter");
+    for (i, class) in STATUS_CLASSES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lc_http_responses_total{{class=\"{class}\"}} {}",
+            sum(&|w| w.http[i].get())
+        );
+    }
+
+    let _ = writeln!(out, "# HELP lc_io_driver The io driver each worker runs on (1 = in use).\n# TYPE lc_io_driver gauge");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lc_io_driver{{worker=\"{i}\",driver=\"{}\"}} 1",
+            w.driver().as_str()
+        );
+    }
+    let _ = writeln!(out, "# HELP lc_worker_connections Open connections per worker.\n# TYPE lc_worker_connections gauge");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lc_worker_connections{{worker=\"{i}\"}} {}",
+            w.connections.get()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lc_worker_sessions Sessions owned per worker.\n# TYPE lc_worker_sessions gauge"
+    );
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lc_worker_sessions{{worker=\"{i}\"}} {}",
+            w.sessions.get()
+        );
+    }
+    let _ = writeln!(out, "# HELP lc_worker_frames_received_total Frames received per worker.\n# TYPE lc_worker_frames_received_total counter");
+    for (i, w) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lc_worker_frames_received_total{{worker=\"{i}\"}} {}",
+            w.frames_in.get()
+        );
+    }
+    let _ = writeln!(out, "# HELP lc_worker_cpu_seconds_total CPU time used by each worker thread.\n# TYPE lc_worker_cpu_seconds_total counter");
+    for (i, w) in workers.iter().enumerate() {
+        if let Some(s) = thread_cpu_seconds(w.tid.load(Relaxed)) {
+            let _ = writeln!(out, "lc_worker_cpu_seconds_total{{worker=\"{i}\"}} {s:.3}");
+        }
+    }
+
+    let name = "lc_ack_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from a chat message's arrival to its ack.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += sum(&|w| w.ack_latency.buckets[i].get());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *b as f64 / 1e6
+        );
+    }
+    let count = sum(&|w| w.ack_latency.count.get());
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        out,
+        "{name}_sum {}",
+        sum(&|w| w.ack_latency.sum_us.get()) as f64 / 1e6
+    );
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sums_and_cumulative_buckets() {
+        let ws: Vec<WorkerMetrics> = (0..2).map(|_| WorkerMetrics::default()).collect();
+        ws[0].frames_in.add(3);
+        ws[1].frames_in.add(4);
+        ws[0].error(ErrorCode::TooLarge);
+        ws[1].ack_latency.observe(Duration::from_micros(40));
+        ws[1].ack_latency.observe(Duration::from_micros(900));
+        ws[0].driver.store(DriverKind::Uring as u8, Relaxed);
+        ws[1].driver.store(DriverKind::Epoll as u8, Relaxed);
+        let mut s = String::new();
+        render(&ws, 100, &mut s);
+        assert!(s.contains("lc_frames_received_total 7\n"));
+        assert!(s.contains("lc_errors_total{code=\"too_large\"} 1\n"));
+        assert!(s.contains("lc_ack_latency_seconds_bucket{le=\"0.00005\"} 1\n"));
+        assert!(s.contains("lc_ack_latency_seconds_bucket{le=\"0.001\"} 2\n"));
+        assert!(s.contains("lc_ack_latency_seconds_count 2\n"));
+        assert!(s.contains("lc_io_driver{worker=\"0\",driver=\"io_uring\"} 1\n"));
+        assert!(s.contains("lc_io_driver{worker=\"1\",driver=\"epoll\"} 1\n"));
+    }
+}

@@ -1,0 +1,263 @@
+//! The I/O shell: one monoio runtime per core, each on its own thread, pinned,
+//! with its own `SO_REUSEPORT` listener.
+//!
+//! Workers share no mutable state behind locks: each owns the sessions whose
+//! tokens hash to it and the connections it accepted, and they talk through
+//! flume channels. The sans-IO cores (`http`, `ws`, `chat`, `session`) decide;
+//! this module moves bytes and carries out their effects.
+
+mod conn;
+mod driver;
+mod routes;
+mod sweep;
+pub mod sys;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use inference_client::sim::{SimConfig, Simulator};
+use thiserror::Error;
+
+use crate::config::{Config, IoDriver};
+use crate::metrics::{DriverKind, WorkerMetrics};
+use crate::sites::{SiteError, SiteRegistry};
+use worker::WorkerMsg;
+
+/// Descriptors kept back from the connection limit for listeners, rings,
+/// event fds, logs and the store.
+const FD_RESERVE: usize = 128;
+
+/// What every worker can read: configuration, sites, metrics, and the way to
+/// reach every other worker.
+pub struct Shared {
+    /// Effective configuration.
+    pub config: Config,
+    /// Sites.
+    pub sites: SiteRegistry,
+    /// One block per worker.
+    pub metrics: Vec<WorkerMetrics>,
+    inboxes: Vec<flume::Sender<WorkerMsg>>,
+    /// Connections open across all workers.
+    open_conns: AtomicUsize,
+    /// Connections allowed before 503.
+    pub max_connections: usize,
+    /// Set once shutdown has begun.
+    stopping: AtomicBool,
+    simulator: Simulator,
+}
+
+/// Why the server cannot start or did not stop cleanly.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Sites in the configuration or data directory are invalid.
+    #[error(transparent)]
+    Sites(#[from] SiteError),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A worker failed to start or stopped with an error.
+    #[error("worker {worker}: {source}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct Running {
+    /// The address it listens on (with the port resolved when 0 was asked).
+    pub addr: SocketAddr,
+    /// io driver of each worker.
+    pub drivers: Vec<DriverKind>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown: stop accepting, close sessions with 1001,
+    /// flush what is pending. Returns at once; [`Running::join`] waits.
+    pub fn shutdown(&self) {
+        if !self.shared.stopping.swap(true, Ordering::SeqCst) {
+            for tx in &self.shared.inboxes {
+                let _ = tx.send(WorkerMsg::Shutdown);
+            }
+        }
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) -> Result<(), ServerError> {
+        for (worker, t) in self.threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(ServerError::Worker { worker, source }),
+                Err(_) => {
+                    return Err(ServerError::Worker {
+                        worker,
+                        source: std::io::Error::other("worker thread panicked"),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds one `SO_REUSEPORT` listener.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Starts the workers and returns once every one of them is listening.
+pub fn start(config: Config) -> Result<Running, ServerError> {
+    let nofile = match sys::raise_nofile_limit() {
+        Ok(n) => n as usize,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            1024
+        }
+    };
+    let max_connections = match config.limits.max_connections {
+        0 => nofile.saturating_sub(FD_RESERVE).max(16),
+        n => n,
+    };
+    if config.limits.max_connections + FD_RESERVE > nofile && config.limits.max_connections > 0 {
+        tracing::warn!(
+            max_connections,
+            nofile,
+            "max_connections is above the open-files limit: accepts will fail before 503 is sent"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let sites = SiteRegistry::load(&config.sites, Some(&config.data_dir))?;
+    let n = config.worker_count();
+
+    let first = bind_listener(config.listen).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = first.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut listeners = vec![first];
+    for _ in 1..n {
+        listeners.push(bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?);
+    }
+
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
+    let simulator = Simulator::new(SimConfig {
+        first_token: std::time::Duration::from_millis(config.answer.first_token_ms),
+        token_interval: std::time::Duration::from_millis(config.answer.token_interval_ms),
+    });
+    let shared = Arc::new(Shared {
+        metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
+        sites,
+        inboxes: txs,
+        open_conns: AtomicUsize::new(0),
+        max_connections,
+        stopping: AtomicBool::new(false),
+        simulator,
+        config,
+    });
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let mut threads = Vec::with_capacity(n);
+    for (id, (listener, inbox)) in listeners.into_iter().zip(rxs).enumerate() {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let choice = shared.config.io_driver;
+        let pin = shared.config.pin_workers;
+        let t = std::thread::Builder::new()
+            .name(format!("lc-worker-{id}"))
+            .spawn(move || {
+                if pin {
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([id % cores]) {
+                        tracing::warn!(worker = id, error = ?e, "cannot pin worker to its core");
+                    }
+                }
+                let ready_on_err = ready.clone();
+                let r = driver::run_on(choice, id, move |driver| {
+                    worker::run(id, shared, listener, inbox, driver, ready)
+                });
+                match r {
+                    Ok(result) => result,
+                    Err(e) => {
+                        let _ =
+                            ready_on_err.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        Err(e)
+                    }
+                }
+            })
+            .map_err(|source| ServerError::Worker { worker: id, source })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut drivers = vec![DriverKind::None; n];
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok((id, d))) => drivers[id] = d,
+            Ok(Err(source)) => {
+                let running = Running {
+                    addr,
+                    drivers,
+                    shared,
+                    threads,
+                };
+                running.shutdown();
+                let worker = 0;
+                let _ = running.join();
+                return Err(ServerError::Worker { worker, source });
+            }
+            Err(_) => break,
+        }
+    }
+    let uring = drivers.iter().filter(|d| **d == DriverKind::Uring).count();
+    tracing::info!(
+        %addr,
+        workers = n,
+        io_uring = uring,
+        epoll = n - uring,
+        max_connections,
+        requested = ?shared.config.io_driver,
+        "gateway listening"
+    );
+    if shared.config.io_driver == IoDriver::Auto && uring < n {
+        tracing::warn!("some workers run on epoll: io_uring is unavailable here");
+    }
+    Ok(Running {
+        addr,
+        drivers,
+        shared,
+        threads,
+    })
+}

@@ -1,0 +1,496 @@
+//! One worker: the sessions it owns, the connections it accepted, and its inbox
+//! from the other workers.
+//!
+//! A session lives on the worker its token hashes to; a connection lives on the
+//! worker that accepted it. When they differ, the connection's worker sends the
+//! session's worker an [`Op`] and gets [`WorkerMsg::OpDone`], deliveries and
+//! poll answers back, all through flume. Each worker's channel is FIFO, so one
+//! session's messages reach one socket in order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use slab::Slab;
+
+use super::conn::{self, Conn};
+use super::{sweep, sys, Shared};
+use crate::chat::client::{ClientError, ClientMsg};
+use crate::metrics::{DriverKind, WorkerMetrics};
+use crate::session::token::{ConversationId, SessionKey};
+use crate::session::{AnswerJob, Now, Origin, Out, Session, Settings, SubId};
+use crate::sites::Site;
+
+/// What a connection's worker asks of a session's worker.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Subscribe a socket, if the session exists on this site; answered by `OpDone`.
+    Attach { site: Arc<str> },
+    /// Unsubscribe a socket or poller.
+    Detach,
+    /// A client message from a subscribed socket.
+    Client { msg: ClientMsg, received: Instant },
+    /// Messages from `POST /poll/send`; answered by `OpDone`.
+    PollSend {
+        site: Arc<str>,
+        msgs: Vec<Result<ClientMsg, ClientError>>,
+    },
+    /// A `GET /poll/recv`; answered by `OpDone`, then `PollReady` when there is something.
+    PollRecv { site: Arc<str>, cursor: u64 },
+}
+
+/// A message between workers.
+#[derive(Debug)]
+pub(crate) enum WorkerMsg {
+    /// To a session's owner.
+    Op { key: SessionKey, sub: SubId, op: Op },
+    /// Whether the session of an `Op` existed.
+    OpDone { sub: SubId, found: bool },
+    /// A server message for a socket.
+    Deliver { to: SubId, msg: Bytes },
+    /// The answer to a held `GET /poll/recv`.
+    PollReady {
+        to: SubId,
+        cursor: u64,
+        messages: Vec<Bytes>,
+    },
+    /// Begin a graceful shutdown.
+    Shutdown,
+}
+
+const SLOT_BITS: u32 = 24;
+const GEN_BITS: u32 = 30;
+
+/// Packs a worker, a connection slot and that slot's generation into a [`SubId`].
+pub(crate) fn make_sub(worker: usize, slot: usize, gen: u64) -> SubId {
+    ((worker as u64) << (SLOT_BITS + GEN_BITS))
+        | ((slot as u64 & ((1 << SLOT_BITS) - 1)) << GEN_BITS)
+        | (gen & ((1 << GEN_BITS) - 1))
+}
+
+/// The worker, slot and generation in a [`SubId`].
+pub(crate) fn sub_parts(sub: SubId) -> (usize, usize, u64) {
+    (
+        (sub >> (SLOT_BITS + GEN_BITS)) as usize,
+        ((sub >> GEN_BITS) & ((1 << SLOT_BITS) - 1)) as usize,
+        sub & ((1 << GEN_BITS) - 1),
+    )
+}
+
+/// A one-shot event on one thread: set once, awaited by one task.
+#[derive(Default)]
+pub(crate) struct LocalEvent {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalEvent {
+    pub(crate) fn set(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// One worker's state. Lives in an `Rc` on its own thread.
+pub(crate) struct Worker {
+    pub(crate) id: usize,
+    pub(crate) n: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conns: RefCell<Slab<Conn>>,
+    /// Boxed: the map's spare capacity then costs a pointer per slot, not a session.
+    sessions: RefCell<HashMap<SessionKey, Box<Session>>>,
+    next_gen: Cell<u64>,
+    /// The one read buffer every connection of this worker reads into.
+    pub(crate) read_buf: RefCell<Vec<u8>>,
+    /// The `Date` header, refreshed every second.
+    pub(crate) date: RefCell<http::HeaderValue>,
+    pub(crate) stopping: Cell<bool>,
+    stop: LocalEvent,
+    pub(crate) drained: LocalEvent,
+    pub(crate) listener_fd: Cell<RawFd>,
+}
+
+/// Per-worker read buffer: one large read per readiness event.
+const READ_BUF: usize = 64 * 1024;
+
+/// Runs a worker until shutdown completes. `ready` learns once it accepts.
+pub(crate) async fn run(
+    id: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    inbox: flume::Receiver<WorkerMsg>,
+    driver: DriverKind,
+    ready: std::sync::mpsc::Sender<std::io::Result<(usize, DriverKind)>>,
+) -> std::io::Result<()> {
+    shared.metrics[id]
+        .driver
+        .store(driver as u8, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics[id]
+        .tid
+        .store(sys::gettid(), std::sync::atomic::Ordering::Relaxed);
+    let listener = (|| {
+        if driver == DriverKind::Epoll {
+            listener.set_nonblocking(true)?;
+        }
+        monoio::net::TcpListener::from_std(listener)
+    })();
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
+        }
+    };
+    tracing::info!(worker = id, driver = driver.as_str(), "worker started");
+    let n = shared.metrics.len();
+    let w = Rc::new(Worker {
+        id,
+        n,
+        shared,
+        conns: RefCell::new(Slab::new()),
+        sessions: RefCell::new(HashMap::new()),
+        next_gen: Cell::new(1),
+        read_buf: RefCell::new(vec![0; READ_BUF]),
+        date: RefCell::new(http_date()),
+        stopping: Cell::new(false),
+        stop: LocalEvent::default(),
+        drained: LocalEvent::default(),
+        listener_fd: Cell::new(listener.as_raw_fd()),
+    });
+    monoio::spawn(conn::accept_loop(w.clone(), listener));
+    monoio::spawn(sweep::run(w.clone()));
+    monoio::spawn(inbox_loop(w.clone(), inbox));
+    let _ = ready.send(Ok((id, driver)));
+
+    w.stop.wait().await;
+    w.begin_shutdown();
+    let grace = Duration::from_millis(w.shared.config.limits.shutdown_grace_ms);
+    if monoio::time::timeout(grace, w.drained.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = id,
+            open = w.conns.borrow().len(),
+            "shutdown grace period over; dropping connections"
+        );
+    }
+    tracing::info!(worker = id, "worker stopped");
+    Ok(())
+}
+
+async fn inbox_loop(w: Rc<Worker>, inbox: flume::Receiver<WorkerMsg>) {
+    while let Ok(msg) = inbox.recv_async().await {
+        w.on_msg(msg);
+        // Take what else is queued now, without a wake-up each.
+        for msg in inbox.try_iter() {
+            w.on_msg(msg);
+        }
+    }
+}
+
+/// The widget config of a site that has been deleted while sessions remained.
+fn empty_config() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".to_string()).expect("constant JSON"))
+}
+
+/// The current time as an HTTP `Date` header.
+pub(crate) fn http_date() -> http::HeaderValue {
+    http::HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+impl Worker {
+    /// This worker's metrics.
+    pub(crate) fn m(&self) -> &WorkerMetrics {
+        &self.shared.metrics[self.id]
+    }
+
+    /// A generation no subscriber of this worker has had.
+    pub(crate) fn next_gen(&self) -> u64 {
+        let g = self.next_gen.get();
+        self.next_gen.set(g + 1);
+        g
+    }
+
+    fn on_msg(self: &Rc<Self>, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Op { key, sub, op } => self.run_op(key, sub, op),
+            WorkerMsg::OpDone { sub, found } => self.on_op_done(sub, found),
+            WorkerMsg::Deliver { to, msg } => self.deliver_ws(to, &msg),
+            WorkerMsg::PollReady {
+                to,
+                cursor,
+                messages,
+            } => self.deliver_poll(to, cursor, messages),
+            WorkerMsg::Shutdown => self.stop.set(),
+        }
+    }
+
+    /// Runs `op` on the session's owner: here, or through the owner's inbox.
+    pub(crate) fn submit(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
+        let owner = key.owner(self.n);
+        if owner == self.id {
+            self.run_op(key, sub, op);
+        } else {
+            self.m().cross_worker.inc();
+            let _ = self.shared.inboxes[owner].send(WorkerMsg::Op { key, sub, op });
+        }
+    }
+
+    fn reply_op(self: &Rc<Self>, sub: SubId, found: bool) {
+        let (worker, _, _) = sub_parts(sub);
+        if worker == self.id {
+            self.on_op_done(sub, found);
+        } else {
+            let _ = self.shared.inboxes[worker].send(WorkerMsg::OpDone { sub, found });
+        }
+    }
+
+    /// The session settings for a site (an empty widget config if the site was deleted).
+    fn with_settings<R>(&self, site: &str, f: impl FnOnce(&Settings<'_>) -> R) -> R {
+        let site: Option<Arc<Site>> = self.shared.sites.get(site);
+        let site_config: &RawValue = match &site {
+            Some(s) => &s.widget_config,
+            None => empty_config(),
+        };
+        let l = &self.shared.config.limits;
+        f(&Settings {
+            site_config,
+            message_rate: l.message_rate,
+            history_items: self.shared.config.session.history_items,
+            poll_log_cap: l.poll_log_messages,
+        })
+    }
+
+    /// Carries out an `Op` on a session this worker owns.
+    pub(crate) fn run_op(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
+        let now = Now::current();
+        let mut out = Vec::new();
+        let mut sessions = self.sessions.borrow_mut();
+        let sess = sessions.get_mut(&key);
+        let reply: Option<bool> = match op {
+            Op::Attach { site } => match sess {
+                Some(s) if *s.site == *site => {
+                    s.attach(sub, now.mono);
+                    Some(true)
+                }
+                _ => Some(false),
+            },
+            Op::Detach => {
+                if let Some(s) = sess {
+                    s.detach(sub);
+                }
+                None
+            }
+            Op::Client { msg, received } => {
+                match sess {
+                    Some(s) => {
+                        let before = s.items().len();
+                        let site = s.site.clone();
+                        self.with_settings(&site, |st| {
+                            s.on_client(Origin::Socket(sub), msg, now, st, &mut out)
+                        });
+                        if s.items().len() > before {
+                            self.m().messages.inc();
+                            self.m().ack_latency.observe(received.elapsed());
+                        }
+                    }
+                    None => out.push(Out::Send {
+                        to: sub,
+                        msg: crate::session::error_msg(
+                            crate::chat::ErrorCode::Internal,
+                            "the session is gone; reconnect to start a new one",
+                            None,
+                            None,
+                        ),
+                    }),
+                }
+                None
+            }
+            Op::PollSend { site, msgs } => match sess {
+                Some(s) if *s.site == *site => {
+                    self.with_settings(&site, |st| {
+                        for m in msgs {
+                            let before = s.items().len();
+                            match m {
+                                Ok(m) => s.on_client(Origin::Poll, m, now, st, &mut out),
+                                Err(e) => s.on_client_error(Origin::Poll, &e, st, &mut out),
+                            }
+                            if s.items().len() > before {
+                                self.m().messages.inc();
+                            }
+                        }
+                    });
+                    Some(true)
+                }
+                _ => Some(false),
+            },
+            Op::PollRecv { site, cursor } => match sess {
+                Some(s) if *s.site == *site => {
+                    self.with_settings(&site, |st| {
+                        s.poll_recv(sub, cursor, now.mono, st, &mut out)
+                    });
+                    Some(true)
+                }
+                _ => Some(false),
+            },
+        };
+        drop(sessions);
+        // The answer to the op goes first: a poll answer must not overtake it.
+        if let Some(found) = reply {
+            self.reply_op(sub, found);
+        }
+        self.apply(key, out);
+    }
+
+    /// Creates a session owned by this worker.
+    pub(crate) fn create_session(&self, site: &Arc<str>) -> std::io::Result<SessionKey> {
+        let key = SessionKey::random_owned_by(self.id, self.n).map_err(std::io::Error::other)?;
+        let conversation = ConversationId::random().map_err(std::io::Error::other)?;
+        let now = Instant::now();
+        let s = Session::new(
+            key,
+            conversation,
+            site.clone(),
+            self.shared.config.limits.message_rate,
+            now,
+        );
+        self.sessions.borrow_mut().insert(key, Box::new(s));
+        self.m().sessions.add(1);
+        Ok(key)
+    }
+
+    /// Carries out a session's effects.
+    pub(crate) fn apply(self: &Rc<Self>, key: SessionKey, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::Send { to, msg } => {
+                    let (worker, _, _) = sub_parts(to);
+                    if worker == self.id {
+                        self.deliver_ws(to, &msg);
+                    } else {
+                        let _ = self.shared.inboxes[worker].send(WorkerMsg::Deliver { to, msg });
+                    }
+                }
+                Out::PollReady {
+                    to,
+                    cursor,
+                    messages,
+                } => {
+                    let (worker, _, _) = sub_parts(to);
+                    if worker == self.id {
+                        self.deliver_poll(to, cursor, messages);
+                    } else {
+                        let _ = self.shared.inboxes[worker].send(WorkerMsg::PollReady {
+                            to,
+                            cursor,
+                            messages,
+                        });
+                    }
+                }
+                Out::ErrorSent(code) => self.m().error(code),
+                Out::Answer(job) => self.start_answer(key, job),
+            }
+        }
+    }
+
+    /// Runs `f` on a session this worker owns and carries out its effects;
+    /// false when the session is gone or `f` says so.
+    fn with_session(
+        self: &Rc<Self>,
+        key: SessionKey,
+        f: impl FnOnce(&mut Session, &mut Vec<Out>) -> bool,
+    ) -> bool {
+        let mut out = Vec::new();
+        let r = match self.sessions.borrow_mut().get_mut(&key) {
+            Some(s) => f(s, &mut out),
+            None => false,
+        };
+        self.apply(key, out);
+        r
+    }
+
+    /// Streams the placeholder answerer's reply, token by token.
+    fn start_answer(self: &Rc<Self>, key: SessionKey, job: AnswerJob) {
+        let plan = self.shared.simulator.answer(&job.question);
+        let w = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(plan.first_token).await;
+            for (i, piece) in plan.pieces.iter().enumerate() {
+                if i > 0 {
+                    monoio::time::sleep(plan.token_interval).await;
+                }
+                if !w.with_session(key, |s, out| s.reply_token(&job.reply, piece, out)) {
+                    return;
+                }
+            }
+            w.with_session(key, |s, out| {
+                s.reply_done(&job.reply, Vec::new(), plan.confidence, Now::current(), out)
+            });
+        });
+    }
+
+    /// Drops sessions nobody has used for the session lifetime.
+    pub(crate) fn evict_sessions(&self, now: Instant) {
+        let ttl = Duration::from_secs(self.shared.config.session.lifetime_secs);
+        let mut sessions = self.sessions.borrow_mut();
+        let before = sessions.len();
+        sessions
+            .retain(|_, s| !(s.is_quiet() && now.saturating_duration_since(s.last_active) > ttl));
+        let evicted = before - sessions.len();
+        if evicted > 0 {
+            self.m().sessions.add(-(evicted as i64));
+        }
+    }
+
+    /// Stops accepting and closes every connection politely.
+    fn begin_shutdown(self: &Rc<Self>) {
+        self.stopping.set(true);
+        sys::shutdown(self.listener_fd.get(), libc::SHUT_RDWR);
+        let slots: Vec<usize> = self.conns.borrow().iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.shutdown_conn(slot);
+        }
+        if self.conns.borrow().is_empty() {
+            self.drained.set();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_ids_round_trip() {
+        for (w, s, g) in [
+            (0, 0, 1),
+            (3, 123_456, 987_654),
+            (1023, (1 << 24) - 1, (1 << 30) - 1),
+        ] {
+            assert_eq!(sub_parts(make_sub(w, s, g)), (w, s, g));
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Sites: who may embed the widget, what it looks like, what it says first.
+//!
+//! The registry is read on every upgrade and poll by every worker and changed
+//! only by the admin API, so it sits behind an `ArcSwap`: readers take no lock,
+//! a writer publishes a whole new map. Changes made through the admin API are
+//! kept in `sites.json` in the data directory and win over the config file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+/// The site every gateway has unless configured otherwise.
+pub const DEMO_SITE: &str = "demo";
+
+/// A proactive trigger the widget runs: when its conditions hold, it opens
+/// with `message`, once per session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trigger {
+    /// Seconds on the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_seconds: Option<u32>,
+    /// Scroll depth, percent of the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scroll_percent: Option<u8>,
+    /// A regular expression the page URL must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_pattern: Option<String>,
+    /// What the widget says.
+    pub message: String,
+}
+
+/// One site's settings, as the config file and the admin API spell them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Origins (`https://shop.example`) whose pages may open a WebSocket or
+    /// long-poll directly. The gateway's own origin, where the widget's iframe
+    /// lives, is always allowed; so are clients that send no `Origin`.
+    pub allowed_origins: Vec<String>,
+    /// The AI's standing instructions for this site (never sent to browsers).
+    pub instructions: String,
+    /// Proactive triggers.
+    pub triggers: Vec<Trigger>,
+    /// Theme tokens for the widget (CSS custom property values by name).
+    pub theme: BTreeMap<String, String>,
+    /// Title of the chat window.
+    pub title: Option<String>,
+    /// First line the widget shows before anyone writes.
+    pub greeting: Option<String>,
+}
+
+/// What the widget receives in `welcome`'s `config`: the public part of a site.
+#[derive(Serialize)]
+struct WidgetConfig<'a> {
+    site: &'a str,
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    greeting: Option<&'a str>,
+    theme: &'a BTreeMap<String, String>,
+    triggers: &'a [Trigger],
+}
+
+/// A site ready to serve.
+#[derive(Debug)]
+pub struct Site {
+    /// Site id.
+    pub id: Arc<str>,
+    /// Settings.
+    pub config: SiteConfig,
+    /// `welcome`'s `config`, serialized once.
+    pub widget_config: Box<RawValue>,
+}
+
+/// Why a site definition is refused.
+#[derive(Debug, Error)]
+pub enum SiteError {
+    /// Bad id.
+    #[error("site id {0:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+    BadId(String),
+    /// Bad origin.
+    #[error("allowed origin {0:?} must look like https://host[:port] with no path")]
+    BadOrigin(String),
+    /// Bad trigger.
+    #[error("trigger {index}: {reason}")]
+    BadTrigger {
+        /// Position in `triggers`.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store cannot be written.
+    #[error("cannot save sites to {path}: {source}")]
+    Save {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The store cannot be read.
+    #[error("cannot load sites from {path}: {reason}")]
+    Load {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        reason: String,
+    },
+}
+
+/// Whether `id` can name a site.
+pub fn valid_site_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Site {
+    /// Checks a site's settings and prepares it for serving.
+    pub fn new(id: &str, config: SiteConfig) -> Result<Site, SiteError> {
+        if !valid_site_id(id) {
+            return Err(SiteError::BadId(id.to_string()));
+        }
+        for o in &config.allowed_origins {
+            if normalize_origin(o).is_none() {
+                return Err(SiteError::BadOrigin(o.clone()));
+            }
+        }
+        for (index, t) in config.triggers.iter().enumerate() {
+            if t.message.trim().is_empty() {
+                return Err(SiteError::BadTrigger {
+                    index,
+                    reason: "message is empty".into(),
+                });
+            }
+            if t.scroll_percent.is_some_and(|p| p > 100) {
+                return Err(SiteError::BadTrigger {
+                    index,
+                    reason: "scroll_percent is over 100".into(),
+                });
+            }
+        }
+        let wc = WidgetConfig {
+            site: id,
+            title: config.title.as_deref().unwrap_or("Chat with us"),
+            greeting: config.greeting.as_deref(),
+            theme: &config.theme,
+            triggers: &config.triggers,
+        };
+        let json = serde_json::to_string(&wc).map_err(|e| SiteError::BadTrigger {
+            index: 0,
+            reason: e.to_string(),
+        })?;
+        let widget_config = RawValue::from_string(json).map_err(|e| SiteError::BadTrigger {
+            index: 0,
+            reason: e.to_string(),
+        })?;
+        let mut config = config;
+        for o in &mut config.allowed_origins {
+            if let Some(n) = normalize_origin(o) {
+                *o = n;
+            }
+        }
+        Ok(Site {
+            id: Arc::from(id),
+            config,
+            widget_config,
+        })
+    }
+
+    /// Whether a request with this `Origin` header, sent to this `Host`, may
+    /// use the site's WebSocket and long-poll endpoints.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            // Browsers always send Origin on upgrades and cross-origin requests;
+            // a client without one is not a browser page that could be hijacked.
+            return true;
+        };
+        let Some(origin) = normalize_origin(origin) else {
+            return false;
+        };
+        if let Some(host) = host {
+            // The gateway's own origin: the widget's iframe is served from it.
+            let own = origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+            if own {
+                return true;
+            }
+        }
+        self.config.allowed_origins.contains(&origin)
+    }
+}
+
+/// `scheme://host[:port]` lower-cased, or `None` when `o` is not an origin.
+pub fn normalize_origin(o: &str) -> Option<String> {
+    let (scheme, rest) = o.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// All sites, swapped whole on change.
+pub struct SiteRegistry {
+    sites: ArcSwap<BTreeMap<String, Arc<Site>>>,
+    store: Option<PathBuf>,
+}
+
+impl SiteRegistry {
+    /// Sites from the config file, overlaid with those the admin API saved in
+    /// `data_dir`; `demo` is added when neither defines it.
+    pub fn load(
+        configured: &BTreeMap<String, SiteConfig>,
+        data_dir: Option<&Path>,
+    ) -> Result<Self, SiteError> {
+        let mut all: BTreeMap<String, SiteConfig> = configured.clone();
+        let store = data_dir.map(|d| d.join("sites.json"));
+        if let Some(path) = &store {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let saved: BTreeMap<String, Option<SiteConfig>> =
+                        serde_json::from_slice(&bytes).map_err(|e| SiteError::Load {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    for (id, cfg) in saved {
+                        match cfg {
+                            Some(cfg) => all.insert(id, cfg),
+                            // A site deleted through the admin API stays deleted.
+                            None => all.remove(&id),
+                        };
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(SiteError::Load {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        if !configured.contains_key(DEMO_SITE) && !all.contains_key(DEMO_SITE) {
+            let demo_deleted = store
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| {
+                    serde_json::from_slice::<BTreeMap<String, Option<SiteConfig>>>(&b).ok()
+                })
+                .is_some_and(|m| m.get(DEMO_SITE).is_some_and(|v| v.is_none()));
+            if !demo_deleted {
+                all.insert(DEMO_SITE.to_string(), demo_site());
+            }
+        }
+        let mut map = BTreeMap::new();
+        for (id, cfg) in all {
+            map.insert(id.clone(), Arc::new(Site::new(&id, cfg)?));
+        }
+        Ok(SiteRegistry {
+            sites: ArcSwap::from_pointee(map),
+            store,
+        })
+    }
+
+    /// The site with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Site>> {
+        self.sites.load().get(id).cloned()
+    }
+
+    /// Every site, by id.
+    pub fn all(&self) -> Arc<BTreeMap<String, Arc<Site>>> {
+        self.sites.load_full()
+    }
+
+    /// Creates or replaces a site; returns whether it is new.
+    pub fn put(&self, id: &str, cfg: SiteConfig) -> Result<bool, SiteError> {
+        let site = Arc::new(Site::new(id, cfg.clone())?);
+        let mut created = false;
+        self.sites.rcu(|old| {
+            let mut m = BTreeMap::clone(old);
+            created = m.insert(id.to_string(), site.clone()).is_none();
+            m
+        });
+        self.save(id, Some(cfg))?;
+        Ok(created)
+    }
+
+    /// Deletes a site; returns whether it existed.
+    pub fn delete(&self, id: &str) -> Result<bool, SiteError> {
+        let mut existed = false;
+        self.sites.rcu(|old| {
+            let mut m = BTreeMap::clone(old);
+            existed = m.remove(id).is_some();
+            m
+        });
+        if existed {
+            self.save(id, None)?;
+        }
+        Ok(existed)
+    }
+
+    /// Records one change in `sites.json` (write to a temporary file, then rename).
+    fn save(&self, id: &str, cfg: Option<SiteConfig>) -> Result<(), SiteError> {
+        let Some(path) = &self.store else {
+            return Ok(());
+        };
+        let err = |source| SiteError::Save {
+            path: path.clone(),
+            source,
+        };
+        let mut saved: BTreeMap<String, Option<SiteConfig>> = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        };
+        saved.insert(id.to_string(), cfg);
+        let json = serde_json::to_vec_pretty(&saved).map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+/// The built-in demo site: allows only the gateway's own origin.
+fn demo_site() -> SiteConfig {
+    SiteConfig {
+        title: Some("Demo shop assistant".into()),
+        greeting: Some("Hi! Ask me anything about the demo shop.".into()),
+        instructions: "You are the demo shop's assistant. Answer briefly and kindly.".into(),
+        ..SiteConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_policy() {
+        let site = Site::new(
+            "shop",
+            SiteConfig {
+                allowed_origins: vec!["https://Shop.Example/".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let host = Some("chat.gw:8080");
+        assert!(site.origin_allowed(None, host));
+        assert!(site.origin_allowed(Some("https://shop.example"), host));
+        assert!(site.origin_allowed(Some("http://chat.gw:8080"), host));
+        assert!(!site.origin_allowed(Some("https://evil.example"), host));
+        assert!(!site.origin_allowed(Some("null"), host));
+        assert!(!site.origin_allowed(Some("https://shop.example.evil.example"), host));
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_with_reasons() {
+        assert!(matches!(
+            Site::new("a b", SiteConfig::default()),
+            Err(SiteError::BadId(_))
+        ));
+        let bad_origin = SiteConfig {
+            allowed_origins: vec!["shop.example".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Site::new("s", bad_origin),
+            Err(SiteError::BadOrigin(_))
+        ));
+        let bad_trigger = SiteConfig {
+            triggers: vec![Trigger::default()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            Site::new("s", bad_trigger),
+            Err(SiteError::BadTrigger { .. })
+        ));
+    }
+
+    #[test]
+    fn widget_config_is_public_part_only() {
+        let site = Site::new(
+            "s",
+            SiteConfig {
+                instructions: "secret rules".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!site.widget_config.get().contains("secret"));
+        assert!(site.widget_config.get().contains("\"theme\""));
+    }
+
+    #[test]
+    fn admin_changes_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("lc-sites-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reg = SiteRegistry::load(&BTreeMap::new(), Some(&dir)).unwrap();
+        assert!(reg.get(DEMO_SITE).is_some());
+        assert!(reg.put("shop", SiteConfig::default()).unwrap());
+        assert!(reg.delete(DEMO_SITE).unwrap());
+        let again = SiteRegistry::load(&BTreeMap::new(), Some(&dir)).unwrap();
+        assert!(again.get("shop").is_some());
+        assert!(again.get(DEMO_SITE).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

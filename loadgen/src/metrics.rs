@@ -1,0 +1,363 @@
+//! What a run measures: the five latency figures of PROTOCOL.md as
+//! HdrHistograms in microseconds (3 significant digits), errors by code, and
+//! the message counters goodput and budgets are computed from.
+//!
+//! A [`Recorder`] is filled by one worker and emptied once a second into an
+//! [`Interval`]; intervals add up losslessly into the run's totals.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Largest latency a histogram holds: one hour, in microseconds. Larger values
+/// are recorded as this value (runs are bounded well below it).
+pub const MAX_US: u64 = 3_600_000_000;
+/// Significant digits every histogram keeps.
+pub const SIGFIG: u8 = 3;
+
+/// A new, empty histogram with loadgen's range and precision.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, SIGFIG).expect("static bounds are valid")
+}
+
+/// The latency figures PROTOCOL.md defines for a load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Figure {
+    /// TCP connect started to `welcome` received.
+    Connect,
+    /// `message` sent (or due, in open-model runs) to its `ack`.
+    Rtt,
+    /// `message` sent (or due) to its first `token`.
+    Ttft,
+    /// Time between successive `token`s of one reply.
+    Itl,
+    /// `message` sent (or due) to its `done`.
+    Reply,
+}
+
+impl Figure {
+    /// Every figure, in report order.
+    pub const ALL: [Figure; 5] = [
+        Figure::Connect,
+        Figure::Rtt,
+        Figure::Ttft,
+        Figure::Itl,
+        Figure::Reply,
+    ];
+
+    /// The name used in budgets, SLOs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::Connect => "connect",
+            Figure::Rtt => "rtt",
+            Figure::Ttft => "ttft",
+            Figure::Itl => "itl",
+            Figure::Reply => "reply",
+        }
+    }
+
+    /// The figure with this name.
+    pub fn from_name(name: &str) -> Option<Figure> {
+        Figure::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Position in [`Figure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a message or a session failed. Server codes come from PROTOCOL.md's
+/// `error` frame; the rest are what the client itself saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// Server `bad_request`.
+    BadRequest,
+    /// Server `unknown_type`.
+    UnknownType,
+    /// Server `too_large`.
+    TooLarge,
+    /// Server `rate_limited`.
+    RateLimited,
+    /// Server `busy`: refused instead of acked. Reported apart from errors.
+    Busy,
+    /// Server `unavailable`: the inference pool failed after the ack.
+    Unavailable,
+    /// Server `cursor_expired`.
+    CursorExpired,
+    /// Server `internal`.
+    Internal,
+    /// A server error code this version does not know.
+    OtherServer,
+    /// No `ack` (or no `done` when replies are awaited) within the message timeout.
+    Timeout,
+    /// The connection closed with the message still in flight.
+    Closed,
+    /// TCP connect failed or timed out.
+    Connect,
+    /// The upgrade was answered with something other than 101, or badly.
+    Handshake,
+    /// The upgrade was refused with HTTP 503 (server full).
+    Rejected,
+    /// The server broke RFC 6455 or sent a frame that is not protocol v1 JSON.
+    Protocol,
+    /// A message was due while the worker had no session to send it on.
+    NoSession,
+    /// loadgen itself fell behind its schedule and the run ended before the
+    /// message was sent: more threads or shards are needed for this rate.
+    Unsent,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 17] = [
+        ErrorKind::BadRequest,
+        ErrorKind::UnknownType,
+        ErrorKind::TooLarge,
+        ErrorKind::RateLimited,
+        ErrorKind::Busy,
+        ErrorKind::Unavailable,
+        ErrorKind::CursorExpired,
+        ErrorKind::Internal,
+        ErrorKind::OtherServer,
+        ErrorKind::Timeout,
+        ErrorKind::Closed,
+        ErrorKind::Connect,
+        ErrorKind::Handshake,
+        ErrorKind::Rejected,
+        ErrorKind::Protocol,
+        ErrorKind::NoSession,
+        ErrorKind::Unsent,
+    ];
+
+    /// The name in reports: the wire code for server errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UnknownType => "unknown_type",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::CursorExpired => "cursor_expired",
+            ErrorKind::Internal => "internal",
+            ErrorKind::OtherServer => "other_server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::NoSession => "no_session",
+            ErrorKind::Unsent => "unsent",
+        }
+    }
+
+    /// The kind for a server `error` frame's `code`.
+    pub fn from_server_code(code: &str) -> ErrorKind {
+        match code {
+            "bad_request" => ErrorKind::BadRequest,
+            "unknown_type" => ErrorKind::UnknownType,
+            "too_large" => ErrorKind::TooLarge,
+            "rate_limited" => ErrorKind::RateLimited,
+            "busy" => ErrorKind::Busy,
+            "unavailable" => ErrorKind::Unavailable,
+            "cursor_expired" => ErrorKind::CursorExpired,
+            "internal" => ErrorKind::Internal,
+            _ => ErrorKind::OtherServer,
+        }
+    }
+
+    /// The kind with this report name.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Position in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counts that add up across workers, intervals and shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Messages sent (or due, with no session to carry them) after warm-up.
+    pub sent: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Replies completed with `done`.
+    pub replied: u64,
+    /// Messages that met every SLO (goodput's numerator).
+    pub good: u64,
+    /// Sessions whose connect started after warm-up.
+    pub sessions_attempted: u64,
+    /// Of those, sessions that reached `welcome`.
+    pub sessions_opened: u64,
+    /// Frames about a message that had already been settled (a late `ack`
+    /// after a timeout, say) or that loadgen never sent. Not errors.
+    pub late: u64,
+    /// Errors by [`ErrorKind::index`].
+    pub errors: [u64; ErrorKind::ALL.len()],
+}
+
+impl Counters {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.replied += other.replied;
+        self.good += other.good;
+        self.sessions_attempted += other.sessions_attempted;
+        self.sessions_opened += other.sessions_opened;
+        self.late += other.late;
+        for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Errors of one kind.
+    pub fn error(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind.index()]
+    }
+
+    /// Every error except `busy`, which is reported on its own.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum::<u64>() - self.error(ErrorKind::Busy)
+    }
+
+    /// Messages and session attempts: the denominator of the error share.
+    pub fn attempts(&self) -> u64 {
+        self.sent + self.sessions_attempted
+    }
+}
+
+/// Measurements of one stretch of time (one second of one worker, or a whole run).
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// One histogram per [`Figure`], in microseconds.
+    pub hist: [Histogram<u64>; 5],
+    /// How late loadgen sent open-model messages after they were due, in
+    /// microseconds: its own share of every figure.
+    pub send_lag: Histogram<u64>,
+    /// Counts.
+    pub counters: Counters,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval {
+            hist: std::array::from_fn(|_| new_histogram()),
+            send_lag: new_histogram(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl Interval {
+    /// Adds `other` losslessly.
+    pub fn add(&mut self, other: &Interval) {
+        for (a, b) in self.hist.iter_mut().zip(other.hist.iter()) {
+            a.add(b).expect("histograms share bounds");
+        }
+        self.send_lag
+            .add(&other.send_lag)
+            .expect("histograms share bounds");
+        self.counters.add(&other.counters);
+    }
+
+    /// The histogram of one figure.
+    pub fn figure(&self, f: Figure) -> &Histogram<u64> {
+        &self.hist[f.index()]
+    }
+}
+
+/// Where a worker records what its sessions observe.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    current: Interval,
+}
+
+impl Recorder {
+    /// Records one latency sample.
+    pub fn record(&mut self, figure: Figure, us: u64) {
+        self.current.hist[figure.index()].saturating_record(us.min(MAX_US));
+    }
+
+    /// Records how late a message was sent after it was due.
+    pub fn record_lag(&mut self, us: u64) {
+        self.current.send_lag.saturating_record(us.min(MAX_US));
+    }
+
+    /// Counts one error.
+    pub fn error(&mut self, kind: ErrorKind) {
+        self.current.counters.errors[kind.index()] += 1;
+    }
+
+    /// The counters, to bump directly.
+    pub fn counters(&mut self) -> &mut Counters {
+        &mut self.current.counters
+    }
+
+    /// What was recorded so far, without taking it.
+    pub fn peek(&self) -> &Interval {
+        &self.current
+    }
+
+    /// Takes what was recorded since the last call and starts afresh.
+    pub fn take(&mut self) -> Interval {
+        let mut fresh = Interval::default();
+        std::mem::swap(&mut fresh, &mut self.current);
+        fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in Figure::ALL {
+            assert_eq!(Figure::from_name(f.name()), Some(f));
+        }
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(k.name()), Some(k));
+            assert_eq!(ErrorKind::ALL[k.index()], k);
+        }
+        assert_eq!(ErrorKind::from_server_code("busy"), ErrorKind::Busy);
+        assert_eq!(
+            ErrorKind::from_server_code("teapot"),
+            ErrorKind::OtherServer
+        );
+    }
+
+    #[test]
+    fn intervals_add_losslessly() {
+        let mut r = Recorder::default();
+        r.record(Figure::Rtt, 100);
+        r.record(Figure::Rtt, 200);
+        r.error(ErrorKind::Busy);
+        r.error(ErrorKind::Timeout);
+        r.counters().sent += 2;
+        let a = r.take();
+        assert_eq!(r.peek().figure(Figure::Rtt).len(), 0);
+        r.record(Figure::Rtt, 300);
+        r.counters().sent += 1;
+        let b = r.take();
+        let mut total = Interval::default();
+        total.add(&a);
+        total.add(&b);
+        assert_eq!(total.figure(Figure::Rtt).len(), 3);
+        assert_eq!(total.figure(Figure::Rtt).max(), 300);
+        assert_eq!(total.counters.sent, 3);
+        assert_eq!(total.counters.errors_total(), 1, "busy is not an error");
+        assert_eq!(total.counters.error(ErrorKind::Busy), 1);
+    }
+
+    #[test]
+    fn huge_values_saturate_instead_of_failing() {
+        let mut r = Recorder::default();
+        r.record(Figure::Reply, u64::MAX);
+        assert_eq!(r.peek().figure(Figure::Reply).len(), 1);
+    }
+}

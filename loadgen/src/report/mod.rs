@@ -1,0 +1,562 @@
+//! The result of a run (or of several merged): the stable, documented JSON
+//! shape (`schema = "loadgen-report/1"`), built from what a run measured, and
+//! turned back into histograms and counters for merging and for budgets.
+//!
+//! Each latency figure sits at `metrics.<name>` with `count`, `min_us`,
+//! `p50_us`, `p90_us`, `p99_us`, `p999_us`, `max_us` (and more), and `hdr`, the
+//! whole histogram in HdrHistogram's compressed V2 encoding, base64.
+
+pub mod hdrlog;
+pub mod json;
+pub mod junit;
+pub mod svg;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{evaluate_all, Budget, Facts, Outcome};
+use crate::metrics::{Counters, ErrorKind, Figure, Interval};
+use crate::run::RunOutcome;
+use crate::scenario::{Scenario, Shard};
+use crate::slo::Slo;
+use crate::system::Machine;
+
+/// The schema name and version every report carries.
+pub const SCHEMA: &str = "loadgen-report/1";
+
+/// Percentiles listed in `metrics.<name>.percentiles`.
+pub const PERCENTILES: [f64; 21] = [
+    0.0, 10.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 70.0, 75.0, 80.0, 90.0, 95.0, 97.5, 99.0, 99.5,
+    99.9, 99.95, 99.99, 99.999, 100.0,
+];
+
+/// One latency figure. Every `*_us` is `null` when `count` is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min_us: Option<u64>,
+    /// Mean.
+    pub mean_us: Option<f64>,
+    /// Standard deviation.
+    pub stddev_us: Option<f64>,
+    /// Median.
+    pub p50_us: Option<u64>,
+    /// 75th percentile.
+    pub p75_us: Option<u64>,
+    /// 90th percentile.
+    pub p90_us: Option<u64>,
+    /// 95th percentile.
+    pub p95_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile.
+    pub p999_us: Option<u64>,
+    /// 99.99th percentile.
+    pub p9999_us: Option<u64>,
+    /// Largest.
+    pub max_us: Option<u64>,
+    /// Every percentile of [`PERCENTILES`].
+    pub percentiles: Vec<PercentileValue>,
+    /// The whole histogram: HdrHistogram V2 compressed encoding, base64 (`HISTFAAA...`).
+    pub hdr: String,
+}
+
+/// One point of a percentile distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PercentileValue {
+    /// Percentile, 0-100.
+    pub percentile: f64,
+    /// Value at it, microseconds.
+    pub value_us: u64,
+}
+
+impl Metric {
+    /// Summarises a histogram.
+    pub fn from_histogram(h: &Histogram<u64>) -> Metric {
+        let q = |p: f64| (!h.is_empty()).then(|| h.value_at_quantile(p / 100.0));
+        Metric {
+            count: h.len(),
+            min_us: (!h.is_empty()).then(|| h.min()),
+            mean_us: (!h.is_empty()).then(|| h.mean()),
+            stddev_us: (!h.is_empty()).then(|| h.stdev()),
+            p50_us: q(50.0),
+            p75_us: q(75.0),
+            p90_us: q(90.0),
+            p95_us: q(95.0),
+            p99_us: q(99.0),
+            p999_us: q(99.9),
+            p9999_us: q(99.99),
+            max_us: (!h.is_empty()).then(|| h.max()),
+            percentiles: if h.is_empty() {
+                Vec::new()
+            } else {
+                PERCENTILES
+                    .iter()
+                    .map(|&p| PercentileValue {
+                        percentile: p,
+                        value_us: h.value_at_quantile(p / 100.0),
+                    })
+                    .collect()
+            },
+            hdr: json::encode_hdr(h),
+        }
+    }
+}
+
+/// Sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sessions {
+    /// Most open at once (sampled each second; summed over merged shards).
+    pub peak_open: u64,
+    /// Connects started after warm-up.
+    pub attempted: u64,
+    /// Of those, reached `welcome`.
+    pub opened: u64,
+    /// Resident memory before any session (per shard; summed when merged).
+    pub rss_baseline_bytes: u64,
+    /// Resident memory at the peak.
+    pub rss_peak_bytes: u64,
+    /// (peak - baseline) / peak sessions: loadgen's memory per client session.
+    pub bytes_per_session: Option<u64>,
+}
+
+/// Messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Messages {
+    /// Sent (or due) after warm-up.
+    pub sent: u64,
+    /// Acked.
+    pub acked: u64,
+    /// Answered with `done`.
+    pub replied: u64,
+    /// Met every SLO.
+    pub good: u64,
+    /// Refused with `busy`.
+    pub busy: u64,
+    /// Errors other than `busy` (messages and sessions).
+    pub errors: u64,
+    /// Frames about messages already settled (not errors).
+    pub late: u64,
+    /// Sent per second over the measured stages.
+    pub rate_per_s: f64,
+}
+
+/// Goodput.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Goodput {
+    /// The per-request objectives.
+    pub slos: Vec<Slo>,
+    /// Messages that met all of them.
+    pub good: u64,
+    /// Messages sent.
+    pub total: u64,
+    /// good / total in percent; `null` with no messages.
+    pub percent: Option<f64>,
+}
+
+/// Where a shard ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Shard.
+    pub shard: Shard,
+    /// Machine.
+    pub machine: Machine,
+}
+
+/// The tool that wrote the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// `loadgen`.
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Who wrote it.
+    pub tool: Tool,
+    /// Wall-clock start, milliseconds since the Unix epoch (earliest shard when merged).
+    pub started_at_unix_ms: u64,
+    /// Start to finish, seconds (longest shard when merged).
+    pub elapsed_s: f64,
+    /// Stage time after warm-up, seconds.
+    pub measured_s: f64,
+    /// False when a hard deadline cut a run short.
+    pub complete: bool,
+    /// What load was offered (all shards together).
+    pub scenario: Scenario,
+    /// The shard(s) this report covers, with their machines.
+    pub shards: Vec<ShardInfo>,
+    /// Sessions.
+    pub sessions: Sessions,
+    /// Messages.
+    pub messages: Messages,
+    /// Errors by code (`busy` included here), only codes seen.
+    pub errors: BTreeMap<String, u64>,
+    /// Goodput.
+    pub goodput: Goodput,
+    /// `connect`, `rtt`, `ttft`, `itl`, `reply`: always all five.
+    pub metrics: BTreeMap<String, Metric>,
+    /// How late loadgen sent open-model messages after they were due (its own
+    /// share of every figure; large values mean loadgen, not the server, was slow).
+    pub send_lag: Metric,
+    /// Each budget's verdict.
+    pub budgets: Vec<Outcome>,
+    /// `pass` (every budget holds), `fail`, or `none` (no budgets).
+    pub verdict: String,
+    /// Things the user should know.
+    pub warnings: Vec<String>,
+}
+
+/// What [`Report::assemble`] needs besides the measurements.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Scenario.
+    pub scenario: Scenario,
+    /// Shards covered.
+    pub shards: Vec<ShardInfo>,
+    /// Start, ms since epoch.
+    pub started_at_unix_ms: u64,
+    /// Elapsed seconds.
+    pub elapsed_s: f64,
+    /// Measured seconds.
+    pub measured_s: f64,
+    /// Completed within deadlines.
+    pub complete: bool,
+    /// Peak sessions.
+    pub peak_open: u64,
+    /// Rate sent per second.
+    pub rate_per_s: f64,
+    /// RSS before sessions.
+    pub rss_baseline_bytes: u64,
+    /// RSS at peak.
+    pub rss_peak_bytes: u64,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// A report from a run of one shard.
+    pub fn from_run(outcome: &RunOutcome, scenario: &Scenario, shard: Shard) -> Report {
+        let ctx = Context {
+            scenario: scenario.clone(),
+            shards: vec![ShardInfo {
+                shard,
+                machine: Machine::describe(outcome.threads, &outcome.driver, outcome.open_files.0),
+            }],
+            started_at_unix_ms: outcome
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            elapsed_s: outcome.elapsed.as_secs_f64(),
+            measured_s: outcome.measured.as_secs_f64(),
+            complete: outcome.complete,
+            peak_open: outcome.peak_sessions,
+            rate_per_s: outcome.rate_per_s(),
+            rss_baseline_bytes: outcome.rss_baseline,
+            rss_peak_bytes: outcome.rss_at_peak,
+            warnings: outcome.warnings.clone(),
+        };
+        Report::assemble(&outcome.totals, ctx)
+    }
+
+    /// Builds the report and checks the scenario's budgets.
+    pub fn assemble(totals: &Interval, ctx: Context) -> Report {
+        let c = &totals.counters;
+        let metrics = Figure::ALL
+            .iter()
+            .map(|&f| {
+                (
+                    f.name().to_string(),
+                    Metric::from_histogram(totals.figure(f)),
+                )
+            })
+            .collect();
+        let errors = ErrorKind::ALL
+            .iter()
+            .filter(|k| c.error(**k) > 0)
+            .map(|k| (k.name().to_string(), c.error(*k)))
+            .collect();
+        let facts = Facts {
+            totals,
+            peak_sessions: ctx.peak_open,
+            rate_per_s: ctx.rate_per_s,
+        };
+        let budgets = evaluate_all(&ctx.scenario.budgets, &facts);
+        let verdict = verdict_of(&budgets).to_string();
+        let mut warnings = ctx.warnings;
+        let unsent = c.error(ErrorKind::Unsent);
+        if unsent > 0 && !warnings.iter().any(|w| w.contains("fell behind")) {
+            warnings.push(format!(
+                "loadgen fell behind its schedule: {unsent} due messages were never sent (counted as `unsent` errors); give it more --threads or --shard the load"
+            ));
+        }
+        Report {
+            schema: SCHEMA.to_string(),
+            tool: Tool {
+                name: "loadgen".to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            started_at_unix_ms: ctx.started_at_unix_ms,
+            elapsed_s: ctx.elapsed_s,
+            measured_s: ctx.measured_s,
+            complete: ctx.complete,
+            sessions: Sessions {
+                peak_open: ctx.peak_open,
+                attempted: c.sessions_attempted,
+                opened: c.sessions_opened,
+                rss_baseline_bytes: ctx.rss_baseline_bytes,
+                rss_peak_bytes: ctx.rss_peak_bytes,
+                bytes_per_session: (ctx.peak_open > 0).then(|| {
+                    ctx.rss_peak_bytes.saturating_sub(ctx.rss_baseline_bytes) / ctx.peak_open
+                }),
+            },
+            messages: Messages {
+                sent: c.sent,
+                acked: c.acked,
+                replied: c.replied,
+                good: c.good,
+                busy: c.error(ErrorKind::Busy),
+                errors: c.errors_total(),
+                late: c.late,
+                rate_per_s: ctx.rate_per_s,
+            },
+            errors,
+            goodput: Goodput {
+                slos: ctx.scenario.slos.clone(),
+                good: c.good,
+                total: c.sent,
+                percent: (c.sent > 0).then(|| 100.0 * c.good as f64 / c.sent as f64),
+            },
+            metrics,
+            send_lag: Metric::from_histogram(&totals.send_lag),
+            budgets,
+            verdict,
+            warnings,
+            scenario: ctx.scenario,
+            shards: ctx.shards,
+        }
+    }
+
+    /// The measurements back as histograms and counters (lossless).
+    pub fn to_interval(&self) -> Result<Interval, json::ReportError> {
+        let mut iv = Interval::default();
+        for f in Figure::ALL {
+            if let Some(m) = self.metrics.get(f.name()) {
+                let h = json::decode_hdr(&m.hdr)?;
+                let dst = &mut iv.hist[f.index()];
+                for v in h.iter_recorded() {
+                    dst.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                }
+            }
+        }
+        let lag = json::decode_hdr(&self.send_lag.hdr)?;
+        for v in lag.iter_recorded() {
+            iv.send_lag
+                .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+        let mut c = Counters {
+            sent: self.messages.sent,
+            acked: self.messages.acked,
+            replied: self.messages.replied,
+            good: self.messages.good,
+            sessions_attempted: self.sessions.attempted,
+            sessions_opened: self.sessions.opened,
+            late: self.messages.late,
+            ..Counters::default()
+        };
+        for (name, n) in &self.errors {
+            let kind = ErrorKind::from_name(name).unwrap_or(ErrorKind::OtherServer);
+            c.errors[kind.index()] += n;
+        }
+        iv.counters = c;
+        Ok(iv)
+    }
+
+    /// Whether every budget held (true with no budgets).
+    pub fn passed(&self) -> bool {
+        self.budgets.iter().all(|b| b.pass)
+    }
+
+    /// Budgets again, against this report's own measurements (after a merge,
+    /// or with budgets given later).
+    pub fn rejudge(&mut self, budgets: &[Budget]) -> Result<(), json::ReportError> {
+        let totals = self.to_interval()?;
+        let facts = Facts {
+            totals: &totals,
+            peak_sessions: self.sessions.peak_open,
+            rate_per_s: self.messages.rate_per_s,
+        };
+        self.scenario.budgets = budgets.to_vec();
+        self.budgets = evaluate_all(budgets, &facts);
+        self.verdict = verdict_of(&self.budgets).to_string();
+        Ok(())
+    }
+}
+
+fn verdict_of(budgets: &[Outcome]) -> &'static str {
+    if budgets.is_empty() {
+        "none"
+    } else if budgets.iter().all(|b| b.pass) {
+        "pass"
+    } else {
+        "fail"
+    }
+}
+
+/// Merges the reports of several shards (or runs): histograms and counts add
+/// up losslessly; peaks and rates add (shards run side by side); budgets are
+/// those given, or the first report's.
+pub fn merge(reports: &[Report], budgets: Option<&[Budget]>) -> Result<Report, json::ReportError> {
+    let first = reports.first().ok_or(json::ReportError::Empty)?;
+    let mut totals = Interval::default();
+    let mut warnings = Vec::new();
+    for r in reports {
+        totals.add(&r.to_interval()?);
+        if r.goodput.slos != first.goodput.slos {
+            warnings.push(format!(
+                "reports use different SLOs ({:?} and {:?}); goodput adds their own verdicts",
+                first
+                    .goodput
+                    .slos
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+                r.goodput
+                    .slos
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+            ));
+        }
+        warnings.extend(r.warnings.iter().cloned());
+    }
+    warnings.dedup();
+    let mut scenario = first.scenario.clone();
+    if let Some(b) = budgets {
+        scenario.budgets = b.to_vec();
+    }
+    let start = reports
+        .iter()
+        .map(|r| r.started_at_unix_ms)
+        .min()
+        .unwrap_or(0);
+    let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let ctx = Context {
+        scenario,
+        shards: reports
+            .iter()
+            .flat_map(|r| r.shards.iter().cloned())
+            .collect(),
+        started_at_unix_ms: start,
+        elapsed_s: reports.iter().map(|r| r.elapsed_s).fold(0.0, f64::max),
+        measured_s: reports.iter().map(|r| r.measured_s).fold(0.0, f64::max),
+        complete: reports.iter().all(|r| r.complete),
+        peak_open: sum(&|r| r.sessions.peak_open),
+        rate_per_s: reports.iter().map(|r| r.messages.rate_per_s).sum(),
+        rss_baseline_bytes: sum(&|r| r.sessions.rss_baseline_bytes),
+        rss_peak_bytes: sum(&|r| r.sessions.rss_peak_bytes),
+        warnings,
+    };
+    Ok(Report::assemble(&totals, ctx))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::metrics::Recorder;
+    use std::time::Duration;
+
+    /// A small report with known figures, for the output tests.
+    pub(crate) fn sample(seed: u64, budgets: &[&str]) -> Report {
+        let mut r = Recorder::default();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for _ in 0..1000 {
+            r.record(Figure::Rtt, 100 + rng.u64(..900));
+            r.record(Figure::Ttft, 200_000 + rng.u64(..600_000));
+            r.record(Figure::Connect, 300 + rng.u64(..100));
+            r.record_lag(rng.u64(..50));
+        }
+        r.counters().sent = 1000;
+        r.counters().acked = 1000;
+        r.counters().good = 990;
+        r.counters().sessions_attempted = 10;
+        r.counters().sessions_opened = 10;
+        r.error(ErrorKind::Busy);
+        r.error(ErrorKind::Timeout);
+        let mut sc = Scenario::simple("ws://127.0.0.1:1/ws", 10, 100.0, Duration::from_secs(10));
+        sc.budgets = budgets.iter().map(|b| b.parse().unwrap()).collect();
+        sc.slos = vec!["ttft:1s".parse().unwrap()];
+        let ctx = Context {
+            scenario: sc,
+            shards: vec![ShardInfo {
+                shard: Shard::default(),
+                machine: Machine::default(),
+            }],
+            started_at_unix_ms: 1_700_000_000_000 + seed,
+            elapsed_s: 11.0,
+            measured_s: 10.0,
+            complete: true,
+            peak_open: 10,
+            rate_per_s: 100.0,
+            rss_baseline_bytes: 1_000_000,
+            rss_peak_bytes: 1_020_000,
+            warnings: vec![],
+        };
+        Report::assemble(&r.take(), ctx)
+    }
+
+    #[test]
+    fn assembles_every_figure_and_verdict() {
+        let r = sample(1, &["rtt.p99<2ms", "errors<0.05%"]);
+        assert_eq!(r.metrics.len(), 5);
+        assert_eq!(r.metrics["rtt"].count, 1000);
+        assert_eq!(r.metrics["itl"].count, 0);
+        assert_eq!(r.metrics["itl"].p99_us, None);
+        assert!(
+            r.metrics["rtt"].hdr.starts_with("HISTFAAA"),
+            "{}",
+            r.metrics["rtt"].hdr
+        );
+        assert_eq!(r.errors["busy"], 1);
+        assert_eq!(r.messages.errors, 1);
+        assert_eq!(r.sessions.bytes_per_session, Some(2_000));
+        assert_eq!(r.goodput.percent, Some(99.0));
+        assert_eq!(r.verdict, "fail", "{:?}", r.budgets);
+        assert!(r.budgets[0].pass && !r.budgets[1].pass);
+    }
+
+    #[test]
+    fn merging_is_lossless_and_rejudges() {
+        let a = sample(1, &["rtt.p99<2ms"]);
+        let b = sample(2, &["rtt.p99<2ms"]);
+        let m = merge(&[a.clone(), b.clone()], None).unwrap();
+        assert_eq!(m.metrics["rtt"].count, 2000);
+        assert_eq!(m.send_lag.count, 2000);
+        assert_eq!(m.messages.sent, 2000);
+        assert_eq!(m.errors["timeout"], 2);
+        assert_eq!(m.sessions.peak_open, 20);
+        assert_eq!(m.shards.len(), 2);
+        let mut both = a.to_interval().unwrap();
+        both.add(&b.to_interval().unwrap());
+        assert_eq!(
+            m.to_interval().unwrap().figure(Figure::Rtt),
+            both.figure(Figure::Rtt)
+        );
+        assert_eq!(m.verdict, "pass");
+        let strict: Vec<Budget> = vec!["rtt.max<500us".parse().unwrap()];
+        let m = merge(&[a, b], Some(&strict)).unwrap();
+        assert_eq!(m.verdict, "fail");
+        assert!(merge(&[], None).is_err());
+    }
+}

@@ -1,0 +1,259 @@
+// The chat window's transcript: message bubbles and their delivery states,
+// replies growing token by token, hand-off notices, the typing line and the
+// rating prompt. It is the `view` that conversation.js drives. Text only ever
+// enters the page as text nodes, never as HTML.
+
+const STATES = {
+  queued: 'Not sent yet: it goes out when the connection is back',
+  sending: 'Sending…',
+  delivered: 'Delivered',
+  failed: 'Not sent',
+};
+const FAILED = { too_large: 'Not sent: the message is too long' };
+const NOTICES = {
+  unavailable: "The assistant can't answer right now; a person will see your message.",
+  asked: 'Asking for a person…',
+  offline: 'You are offline. Try again when the connection is back.',
+  ended: 'The conversation has ended.',
+};
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+/** A bubble: a hidden "who said it" for screen readers, then the text. */
+function bubble(cls, who, text) {
+  const li = el('li', 'm ' + cls);
+  li.append(el('span', 'sr', who + ': '), el('div', 'b', text));
+  return li;
+}
+
+export function createView({ log, typing, human, onScore, onIncoming }) {
+  const mine = new Map(); // visitor message id -> li
+  const replies = new Map(); // reply id -> li
+  let extras = []; // local lines not in the server's history: {ts, kind, text}
+  let queueNote = null; // the queue position line, updated in place
+  let queueItem = null; // ...and its entry in extras
+  let agentTyping = null;
+  let agentTimer = null;
+  let thinking = false;
+  let greeting = '';
+
+  const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 60;
+  function add(li, always) {
+    const stick = always || nearBottom();
+    log.append(li);
+    if (stick) log.scrollTop = log.scrollHeight;
+    return li;
+  }
+
+  function state(id, s, code) {
+    const li = mine.get(id);
+    if (!li) return;
+    li.dataset.state = s;
+    li.querySelector('.st').textContent = (s === 'failed' && FAILED[code]) || STATES[s];
+  }
+
+  function visitor(m, s) {
+    const li = bubble('me', 'You', m.text);
+    li.dataset.id = m.id;
+    li.append(el('span', 'st'));
+    mine.set(m.id, li);
+    state(m.id, s);
+    return add(li, true);
+  }
+
+  function replyStart(reply) {
+    const li = bubble('ai', 'Assistant', '');
+    li.dataset.reply = reply;
+    li.dataset.done = 'false';
+    // Announced once complete, not word by word.
+    li.setAttribute('aria-busy', 'true');
+    replies.set(reply, li);
+    return add(li);
+  }
+
+  function sources(li, list) {
+    const links = list.filter((s) => /^https?:\/\//.test(s.url)).slice(0, 3);
+    if (!links.length) return;
+    const ul = el('ul', 'src');
+    for (const s of links) {
+      const a = el('a', '', s.title || s.url);
+      a.href = s.url;
+      a.target = '_blank';
+      a.rel = 'noopener';
+      ul.append(el('li')).append(a);
+    }
+    li.append(ul);
+  }
+
+  function aiItem(text, reply, src) {
+    const li = bubble('ai', 'Assistant', text);
+    if (reply) li.dataset.reply = reply;
+    li.dataset.done = 'true';
+    sources(li, src || []);
+    return li;
+  }
+
+  const agentItem = (name, text) => {
+    const li = bubble('agent', name || 'Agent', text);
+    const who = li.insertBefore(el('span', 'who', name || 'Agent'), li.firstChild);
+    who.setAttribute('aria-hidden', 'true'); // the hidden prefix already says it
+    return li;
+  };
+
+  const line = (x) => (x.kind === 'note' ? el('li', 'note', x.text) : aiItem(x.text));
+  function extra(kind, text, ts = Date.now()) {
+    const x = { kind, text, ts };
+    extras.push(x);
+    return [x, add(line(x))];
+  }
+
+  function showTyping() {
+    const who = agentTyping || (thinking && 'Assistant');
+    typing.hidden = !who;
+    if (who) typing.lastChild.textContent = who + ' is typing…';
+  }
+
+  function csat() {
+    const box = el('li', 'csat');
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', 'Rate this conversation');
+    box.append(el('p', '', 'How was this conversation?'));
+    const row = box.appendChild(el('div', 'stars'));
+    for (let n = 1; n <= 5; n++) {
+      const b = row.appendChild(el('button', 'star', '★'));
+      b.type = 'button';
+      b.dataset.score = n;
+      b.setAttribute('aria-label', `${n} out of 5`);
+      b.onclick = () => {
+        onScore(n);
+        box.replaceChildren(el('p', '', `Thank you! You rated this conversation ${n} out of 5.`));
+        box.setAttribute('role', 'status');
+      };
+    }
+    // Announced by the log; focus stays where the visitor has it.
+    add(box, true);
+  }
+
+  return {
+    state,
+    visitor,
+    replyStart,
+
+    /** Rebuilds the transcript from a `welcome`, then the still-queued messages. */
+    welcome(m, pending) {
+      greeting = m.config?.greeting || '';
+      log.setAttribute('aria-busy', 'true');
+      log.replaceChildren();
+      mine.clear();
+      replies.clear();
+      queueNote = null;
+      if (greeting) log.append(aiItem(greeting));
+      // Local lines (proactive messages, notices) go where their time puts them.
+      const rest = [...extras].sort((a, b) => a.ts - b.ts);
+      const flush = (ts) => {
+        while (rest.length && rest[0].ts <= ts) {
+          const x = rest.shift();
+          const li = log.appendChild(line(x));
+          if (x === queueItem) queueNote = li;
+        }
+      };
+      for (const h of m.history) {
+        flush(h.ts);
+        if (h.from === 'visitor') {
+          visitor(h, 'delivered');
+        } else {
+          log.append(h.from === 'ai' ? aiItem(h.text, h.reply, h.sources) : agentItem(h.name, h.text));
+        }
+      }
+      flush(Infinity);
+      for (const s of m.streaming || []) replyStart(s.reply).querySelector('.b').append(s.text);
+      for (const p of pending) visitor(p, 'queued');
+      log.removeAttribute('aria-busy');
+      log.scrollTop = log.scrollHeight;
+    },
+
+    replyToken(reply, text) {
+      const li = replies.get(reply);
+      if (!li) return;
+      const stick = nearBottom();
+      li.querySelector('.b').append(text);
+      if (stick) log.scrollTop = log.scrollHeight;
+    },
+
+    replyDone(reply, src) {
+      const li = replies.get(reply);
+      if (!li) return;
+      li.dataset.done = 'true';
+      li.removeAttribute('aria-busy');
+      sources(li, src);
+      onIncoming();
+    },
+
+    agentMessage(m) {
+      agentTyping = null;
+      showTyping();
+      add(agentItem(m.name, m.text));
+      onIncoming();
+    },
+
+    agentTyping(name) {
+      agentTyping = name || 'Agent';
+      showTyping();
+      clearTimeout(agentTimer);
+      agentTimer = setTimeout(() => {
+        agentTyping = null;
+        showTyping();
+      }, 4000);
+    },
+
+    thinking(on) {
+      thinking = on;
+      showTyping();
+    },
+
+    handoff(m) {
+      const name = m.name || 'An agent';
+      // Asking again while queued or with a person makes no sense.
+      human.hidden = m.event === 'queued' || m.event === 'joined';
+      if (m.event === 'queued') {
+        const text = `Waiting for a person: you are number ${m.position ?? '…'} in the queue.`;
+        // The position is resent as it changes: update the line, not a new one.
+        if (queueNote?.isConnected) queueNote.textContent = queueItem.text = text;
+        else [queueItem, queueNote] = extra('note', text);
+        return;
+      }
+      queueNote = queueItem = null;
+      const text = {
+        joined: `${name} joined the conversation.`,
+        left: `${name} left the conversation.`,
+        none_available: 'No one is available right now. The assistant will keep helping, and a person will read this conversation later.',
+      }[m.event];
+      if (text) extra('note', text);
+      if (m.event === 'joined') onIncoming();
+    },
+
+    ended() {
+      human.hidden = false;
+      extra('note', NOTICES.ended);
+      csat();
+    },
+
+    notice: (key) => extra('note', NOTICES[key]),
+
+    /** A trigger's message, shown as the assistant speaking first. */
+    proactive(text, ts) {
+      extra('ai', text, ts);
+      onIncoming();
+    },
+
+    /** Proactive lines fired before this page (kept in storage). */
+    restore(list) {
+      extras = list.map((x) => ({ kind: 'ai', text: x.text, ts: x.ts }));
+    },
+  };
+}
