@@ -5,6 +5,7 @@
 //! A [`Recorder`] is filled by one worker and emptied once a second into an
 //! [`Interval`]; intervals add up losslessly into the run's totals.
 
+use gateway::chat::ErrorCode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -129,18 +130,27 @@ impl ErrorKind {
         ErrorKind::Unsent,
     ];
 
+    /// The protocol's error code behind a server kind.
+    pub fn server_code(self) -> Option<ErrorCode> {
+        Some(match self {
+            ErrorKind::BadRequest => ErrorCode::BadRequest,
+            ErrorKind::UnknownType => ErrorCode::UnknownType,
+            ErrorKind::TooLarge => ErrorCode::TooLarge,
+            ErrorKind::RateLimited => ErrorCode::RateLimited,
+            ErrorKind::Busy => ErrorCode::Busy,
+            ErrorKind::Unavailable => ErrorCode::Unavailable,
+            ErrorKind::CursorExpired => ErrorCode::CursorExpired,
+            ErrorKind::Internal => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+
     /// The name in reports: the wire code for server errors.
     pub fn name(self) -> &'static str {
+        if let Some(code) = self.server_code() {
+            return code.as_str();
+        }
         match self {
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::UnknownType => "unknown_type",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Busy => "busy",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::CursorExpired => "cursor_expired",
-            ErrorKind::Internal => "internal",
-            ErrorKind::OtherServer => "other_server_error",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Closed => "closed",
             ErrorKind::Connect => "connect",
@@ -149,22 +159,19 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::NoSession => "no_session",
             ErrorKind::Unsent => "unsent",
+            _ => "other_server_error",
         }
     }
 
     /// The kind for a server `error` frame's `code`.
     pub fn from_server_code(code: &str) -> ErrorKind {
-        match code {
-            "bad_request" => ErrorKind::BadRequest,
-            "unknown_type" => ErrorKind::UnknownType,
-            "too_large" => ErrorKind::TooLarge,
-            "rate_limited" => ErrorKind::RateLimited,
-            "busy" => ErrorKind::Busy,
-            "unavailable" => ErrorKind::Unavailable,
-            "cursor_expired" => ErrorKind::CursorExpired,
-            "internal" => ErrorKind::Internal,
-            _ => ErrorKind::OtherServer,
-        }
+        ErrorCode::from_wire(code)
+            .and_then(|c| {
+                ErrorKind::ALL
+                    .into_iter()
+                    .find(|k| k.server_code() == Some(c))
+            })
+            .unwrap_or(ErrorKind::OtherServer)
     }
 
     /// The kind with this report name.

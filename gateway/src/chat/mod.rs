@@ -55,6 +55,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code with this wire name.
+    pub fn from_wire(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// Position in [`ErrorCode::ALL`].
     pub fn index(self) -> usize {
         self as usize

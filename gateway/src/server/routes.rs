@@ -220,22 +220,26 @@ impl Worker {
 
     /// A chat upgrade that starts a new session here.
     fn upgrade_new_session(self: &Rc<Self>, slot: usize, site: &Arc<str>, resp: Response<Body>) {
+        let Some(key) = self.new_session_or_refuse(slot, site) else {
+            return;
+        };
+        let sub = self.sub_of(slot);
+        self.submit(key, sub, Op::Attach { site: site.clone() });
+        // The local attach answered through on_op_done only if a request
+        // was pending; here none was, so finish directly.
+        self.finish_upgrade(slot, key, resp);
+    }
+
+    /// A new session owned by this worker, or a 500 already sent.
+    fn new_session_or_refuse(self: &Rc<Self>, slot: usize, site: &Arc<str>) -> Option<SessionKey> {
         match self.create_session(site) {
-            Ok(key) => {
-                let sub = self.sub_of(slot);
-                self.submit(key, sub, Op::Attach { site: site.clone() });
-                // The local attach answered through on_op_done only if a request
-                // was pending; here none was, so finish directly.
-                self.finish_upgrade(slot, key, resp);
-            }
+            Ok(key) => Some(key),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a session");
-                self.respond(
-                    slot,
-                    response::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot create a session"),
-                    false,
-                    false,
-                );
+                let r =
+                    response::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot create a session");
+                self.respond(slot, r, false, false);
+                None
             }
         }
     }
@@ -325,31 +329,21 @@ impl Worker {
         msgs: Vec<Result<client::ClientMsg, client::ClientError>>,
         keep_alive: bool,
     ) {
-        match self.create_session(site) {
-            Ok(key) => {
-                self.submit(
-                    key,
-                    sub,
-                    Op::PollSend {
-                        site: site.clone(),
-                        msgs,
-                    },
-                );
-                let mut r = response::empty(StatusCode::NO_CONTENT);
-                r.headers_mut()
-                    .insert(header::SET_COOKIE, self.session_cookie(&key));
-                self.respond(slot, r, keep_alive, false);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create a session");
-                self.respond(
-                    slot,
-                    response::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot create a session"),
-                    false,
-                    false,
-                );
-            }
-        }
+        let Some(key) = self.new_session_or_refuse(slot, site) else {
+            return;
+        };
+        self.submit(
+            key,
+            sub,
+            Op::PollSend {
+                site: site.clone(),
+                msgs,
+            },
+        );
+        let mut r = response::empty(StatusCode::NO_CONTENT);
+        r.headers_mut()
+            .insert(header::SET_COOKIE, self.session_cookie(&key));
+        self.respond(slot, r, keep_alive, false);
     }
 
     fn poll_recv(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>, keep_alive: bool) {
@@ -398,34 +392,24 @@ impl Worker {
         cursor: u64,
         keep_alive: bool,
     ) {
-        match self.create_session(site) {
-            Ok(key) => {
-                self.hold_poll(
-                    slot,
-                    key,
-                    cursor,
-                    keep_alive,
-                    Some(self.session_cookie(&key)),
-                );
-                self.submit(
-                    key,
-                    sub,
-                    Op::PollRecv {
-                        site: site.clone(),
-                        cursor,
-                    },
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create a session");
-                self.respond(
-                    slot,
-                    response::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot create a session"),
-                    false,
-                    false,
-                );
-            }
-        }
+        let Some(key) = self.new_session_or_refuse(slot, site) else {
+            return;
+        };
+        self.hold_poll(
+            slot,
+            key,
+            cursor,
+            keep_alive,
+            Some(self.session_cookie(&key)),
+        );
+        self.submit(
+            key,
+            sub,
+            Op::PollRecv {
+                site: site.clone(),
+                cursor,
+            },
+        );
     }
 
     fn hold_poll(

@@ -114,6 +114,28 @@ pub fn send(fd: RawFd, buf: &[u8]) -> Io {
     classify(n)
 }
 
+/// Writes from the front of `out` until it is empty (`Done(0)`), the socket is
+/// full (`WouldBlock`) or the connection is gone (`Closed`, and `out` is
+/// cleared). A large emptied buffer is shrunk, so an idle connection keeps little.
+pub fn send_queued(fd: RawFd, out: &mut Vec<u8>) -> Io {
+    while !out.is_empty() {
+        match send(fd, out) {
+            Io::Done(n) => {
+                out.drain(..n);
+            }
+            Io::WouldBlock => return Io::WouldBlock,
+            Io::Closed => {
+                out.clear();
+                return Io::Closed;
+            }
+        }
+    }
+    if out.capacity() > 4096 {
+        out.shrink_to(256);
+    }
+    Io::Done(0)
+}
+
 fn classify(n: isize) -> Io {
     if n > 0 {
         return Io::Done(n as usize);

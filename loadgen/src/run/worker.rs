@@ -919,22 +919,13 @@ fn flush(w: &Rc<Worker>, c: &Rc<Conn>) {
 /// or the connection is gone (`Closed`).
 fn try_send(c: &Conn) -> Io {
     let fd = c.fd.get();
-    let mut out = c.out.borrow_mut();
-    while !out.is_empty() {
-        match net::send(fd, &out) {
-            Io::Done(n) => {
-                out.drain(..n);
-            }
-            Io::WouldBlock => return Io::WouldBlock,
-            Io::Closed => {
-                out.clear();
-                c.dead.set(true);
-                return Io::Closed;
-            }
+    match net::send_queued(fd, &mut c.out.borrow_mut()) {
+        Io::Done(_) => {}
+        Io::WouldBlock => return Io::WouldBlock,
+        Io::Closed => {
+            c.dead.set(true);
+            return Io::Closed;
         }
-    }
-    if out.capacity() > 4096 {
-        out.shrink_to(256);
     }
     if c.closing.get() && !c.shut.replace(true) {
         net::shutdown_write(fd);

@@ -156,24 +156,11 @@ impl Conn {
     }
 
     fn try_send(&self) -> Io {
-        let mut out = self.out.borrow_mut();
-        while !out.is_empty() {
-            match rawnet::send(self.fd, &out) {
-                Io::Done(n) => {
-                    out.drain(..n);
-                }
-                Io::WouldBlock => return Io::WouldBlock,
-                Io::Closed => {
-                    out.clear();
-                    self.dead.set(true);
-                    return Io::Closed;
-                }
-            }
+        let io = rawnet::send_queued(self.fd, &mut self.out.borrow_mut());
+        if matches!(io, Io::Closed) {
+            self.dead.set(true);
         }
-        if out.capacity() > 4096 {
-            out.shrink_to(256);
-        }
-        Io::Done(0)
+        io
     }
 }
 
