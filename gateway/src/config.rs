@@ -115,6 +115,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The placeholder answerer used until an inference pool is configured.
     pub answer: AnswerConfig,
+    /// Inference: prompts, the pool, batching, admission.
+    pub inference: InferenceConfig,
     /// Sites by id.
     pub sites: BTreeMap<String, SiteConfig>,
 }
@@ -133,6 +135,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             session: SessionConfig::default(),
             answer: AnswerConfig::default(),
+            inference: InferenceConfig::default(),
             sites: BTreeMap::new(),
         }
     }
@@ -263,6 +266,23 @@ impl Default for AnswerConfig {
         AnswerConfig {
             first_token_ms: 150,
             token_interval_ms: 20,
+        }
+    }
+}
+
+/// Inference settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Token budget of a prompt: the site's instructions and as much of the
+    /// conversation as fits, newest first.
+    pub context_tokens: u32,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            context_tokens: 3000,
         }
     }
 }

@@ -935,14 +935,13 @@ mod tests {
     /// bounds keep a new field from quietly growing every one of them.
     #[test]
     fn per_connection_state_stays_small() {
-        assert!(
-            std::mem::size_of::<super::Mode>() <= 64,
-            "Mode: box large, rare variants"
+        let (mode, conn) = (
+            std::mem::size_of::<super::Mode>(),
+            std::mem::size_of::<super::Conn>(),
         );
-        assert!(std::mem::size_of::<super::Conn>() <= 160, "Conn");
-        assert!(
-            std::mem::size_of::<crate::session::Session>() <= 160,
-            "Session"
-        );
+        let session = std::mem::size_of::<crate::session::Session>();
+        assert!(mode <= 64, "Mode is {mode} bytes: box large, rare variants");
+        assert!(conn <= 160, "Conn is {conn} bytes");
+        assert!(session <= 160, "Session is {session} bytes");
     }
 }

@@ -25,7 +25,7 @@ use super::{sweep, sys, Shared};
 use crate::chat::client::{ClientError, ClientMsg};
 use crate::metrics::{DriverKind, WorkerMetrics};
 use crate::session::token::{ConversationId, SessionKey};
-use crate::session::{AnswerJob, Now, Origin, Out, Session, Settings, SubId};
+use crate::session::{AdmitAll, AnswerJob, Now, Origin, Out, Session, Settings, SubId};
 use crate::sites::Site;
 
 /// What a connection's worker asks of a session's worker.
@@ -209,6 +209,11 @@ async fn inbox_loop(w: Rc<Worker>, inbox: flume::Receiver<WorkerMsg>) {
     }
 }
 
+/// A token estimate: about four bytes of English text per token.
+fn approx_tokens(s: &str) -> u32 {
+    (s.len() as u32).div_ceil(4)
+}
+
 /// The widget config of a site that has been deleted while sessions remained.
 fn empty_config() -> &'static RawValue {
     static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
@@ -275,12 +280,17 @@ impl Worker {
             Some(s) => &s.widget_config,
             None => empty_config(),
         };
+        let instructions = site.as_ref().map_or("", |s| s.config.instructions.as_str());
         let l = &self.shared.config.limits;
         f(&Settings {
             site_config,
+            instructions,
             message_rate: l.message_rate,
             history_items: self.shared.config.session.history_items,
             poll_log_cap: l.poll_log_messages,
+            context_tokens: self.shared.config.inference.context_tokens,
+            count_tokens: approx_tokens,
+            admission: &AdmitAll,
         })
     }
 
@@ -300,7 +310,7 @@ impl Worker {
             },
             Op::Detach => {
                 if let Some(s) = sess {
-                    s.detach(sub);
+                    s.detach(sub, now.mono);
                 }
                 None
             }
@@ -370,13 +380,7 @@ impl Worker {
         let key = SessionKey::random_owned_by(self.id, self.n).map_err(std::io::Error::other)?;
         let conversation = ConversationId::random().map_err(std::io::Error::other)?;
         let now = Instant::now();
-        let s = Session::new(
-            key,
-            conversation,
-            site.clone(),
-            self.shared.config.limits.message_rate,
-            now,
-        );
+        let s = Session::new(key, conversation, site.clone(), now);
         self.sessions.borrow_mut().insert(key, Box::new(s));
         self.m().sessions.add(1);
         Ok(key)
@@ -412,6 +416,15 @@ impl Worker {
                 }
                 Out::ErrorSent(code) => self.m().error(code),
                 Out::Answer(job) => self.start_answer(key, job),
+                // Interim until the store lands: a commit completes at once, in memory.
+                Out::Commit(_) => {
+                    self.with_session(key, |s, out| {
+                        s.on_committed(Ok(()), out);
+                        true
+                    });
+                }
+                // The placeholder answerer stops by itself once its reply is gone.
+                Out::Cancel(_) => {}
             }
         }
     }
@@ -434,7 +447,8 @@ impl Worker {
 
     /// Streams the placeholder answerer's reply, token by token.
     fn start_answer(self: &Rc<Self>, key: SessionKey, job: AnswerJob) {
-        let plan = self.shared.simulator.answer(&job.question);
+        let question = job.prompt.last().map_or("", |m| m.content.as_str());
+        let plan = self.shared.simulator.answer(question);
         let w = self.clone();
         monoio::spawn(async move {
             monoio::time::sleep(plan.first_token).await;

@@ -3,17 +3,25 @@
 //! long-polling log.
 //!
 //! Sans-IO: each method takes an event (a client message, a streamed token, a
-//! poll) and pushes effects to an [`Out`] list: bytes for a subscriber, a poll
-//! to complete, an answer to start. The worker that owns the session carries
-//! the effects out; tests drive it directly.
+//! commit, a poll) and pushes effects to an [`Out`] list: bytes for a
+//! subscriber, records to make durable, a poll to complete, an answer to start.
+//! The worker that owns the session carries the effects out; tests drive it
+//! directly.
+//!
+//! Durability: a visitor's message is appended in memory, handed to the store
+//! as an [`Out::Commit`], and acknowledged only when the worker reports the
+//! commit back through [`Session::on_committed`]. Commits of one session
+//! complete in the order they were made, so a queue of what to do after each
+//! one is enough.
 
 pub mod log;
+pub mod prompt;
 pub mod ratelimit;
 pub mod token;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -22,6 +30,7 @@ use crate::chat::client::{ClientError, ClientMsg, Hello};
 use crate::chat::server::{AgentEvent, Author, Item, ServerMsg, Source, Streaming};
 use crate::chat::ErrorCode;
 use log::{PollLog, Since};
+use prompt::PromptMessage;
 use ratelimit::{Rate, TokenBucket};
 use smallvec::SmallVec;
 use token::{ConversationId, SessionKey};
@@ -60,17 +69,42 @@ impl Now {
     }
 }
 
+/// Surge admission, asked before a message is accepted (PROTOCOL.md: `busy`
+/// is sent instead of the `ack`, and the message is not stored).
+pub trait Admission {
+    /// `Ok` to accept a message whose prompt has this many tokens, or how long
+    /// the client should wait before resending.
+    fn admit(&self, prompt_tokens: u32) -> Result<(), Duration>;
+}
+
+/// Admits everything.
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&self, _: u32) -> Result<(), Duration> {
+        Ok(())
+    }
+}
+
 /// The settings a session consults, from the configuration and its site.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Settings<'a> {
     /// The site's widget configuration, sent in `welcome`.
     pub site_config: &'a RawValue,
+    /// The site's standing instructions for the AI.
+    pub instructions: &'a str,
     /// Messages per session.
     pub message_rate: Rate,
     /// Most items `welcome`'s history carries.
     pub history_items: usize,
     /// Server messages kept for long-pollers.
     pub poll_log_cap: usize,
+    /// Token budget of a prompt (instructions plus conversation).
+    pub context_tokens: u32,
+    /// Token estimate of a text.
+    pub count_tokens: fn(&str) -> u32,
+    /// Surge admission.
+    pub admission: &'a dyn Admission,
 }
 
 /// A reply to produce.
@@ -80,8 +114,42 @@ pub struct AnswerJob {
     pub reply: String,
     /// The visitor's message id.
     pub in_reply_to: String,
-    /// The visitor's text.
-    pub question: String,
+    /// The prompt: instructions, then the conversation.
+    pub prompt: Vec<PromptMessage>,
+    /// Its estimated size in tokens.
+    pub prompt_tokens: u32,
+}
+
+/// Something to make durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A transcript item, with what the wire item does not carry.
+    Item {
+        /// The item as `history` shows it.
+        item: Item,
+        /// For AI replies: the visitor message answered.
+        in_reply_to: Option<String>,
+        /// For AI replies: 0 to 1.
+        confidence: Option<f32>,
+        /// For AI replies: time to first token, milliseconds.
+        ttft_ms: Option<u32>,
+        /// For AI replies: time to `done`, milliseconds.
+        total_ms: Option<u32>,
+    },
+    /// The conversation needs a person.
+    NeedsHuman {
+        /// Why.
+        reason: String,
+    },
+    /// The visitor's rating.
+    Csat {
+        /// 1 to 5.
+        score: u8,
+        /// Free text.
+        comment: Option<String>,
+    },
+    /// What `hello` said about the page.
+    Page(PageInfo),
 }
 
 /// An effect for the worker to carry out.
@@ -103,24 +171,32 @@ pub enum Out {
         /// Messages past the poller's cursor.
         messages: Vec<Bytes>,
     },
+    /// Make these records durable, then call [`Session::on_committed`].
+    Commit(Vec<Record>),
     /// Start answering a visitor's message.
     Answer(AnswerJob),
+    /// Stop producing these replies (their visitor is gone).
+    Cancel(Vec<String>),
     /// An `error` with this code was sent (for metrics).
     ErrorSent(ErrorCode),
 }
 
-#[derive(Debug)]
-struct LiveReply {
-    id: String,
-    in_reply_to: String,
-    text: String,
+/// Why a reply failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFailure {
+    /// The inference pool is down or refused.
+    Unavailable,
+    /// The pool was too slow for the deadline.
+    Deadline,
 }
 
-#[derive(Debug)]
-struct PollState {
-    log: PollLog,
-    /// The held recv and its cursor.
-    pending: Option<(SubId, u64)>,
+/// Timing of a finished reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyTimings {
+    /// Time to first token, milliseconds.
+    pub ttft_ms: u32,
+    /// Time to the last token, milliseconds.
+    pub total_ms: u32,
 }
 
 /// What `hello` said (language, page, referrer), in one allocation: every
@@ -135,8 +211,16 @@ pub struct PageInfo {
 impl PageInfo {
     /// Packs a `hello`'s fields (each at most [`crate::chat::client::MAX_META_LEN`] bytes).
     pub fn new(h: &Hello) -> Self {
-        let part = |o: &Option<String>| o.as_deref().unwrap_or("").to_owned();
-        let (lang, page, referrer) = (part(&h.lang), part(&h.page), part(&h.referrer));
+        Self::from_parts(h.lang.as_deref(), h.page.as_deref(), h.referrer.as_deref())
+    }
+
+    /// Packs the three fields.
+    pub fn from_parts(lang: Option<&str>, page: Option<&str>, referrer: Option<&str>) -> Self {
+        let (lang, page, referrer) = (
+            lang.unwrap_or(""),
+            page.unwrap_or(""),
+            referrer.unwrap_or(""),
+        );
         PageInfo {
             lang_end: lang.len() as u16,
             page_end: (lang.len() + page.len()) as u16,
@@ -164,15 +248,51 @@ impl PageInfo {
     }
 }
 
+/// What to do once a commit completes.
+#[derive(Debug)]
+enum AfterCommit {
+    /// Acknowledge a visitor message and start its answer.
+    Ack {
+        id: String,
+        seq: u64,
+        job: AnswerJob,
+    },
+    /// Announce a finished reply.
+    Done { msg: Bytes, in_reply_to: String },
+    /// Nothing visible.
+    Nothing,
+}
+
+#[derive(Debug)]
+struct LiveReply {
+    id: String,
+    in_reply_to: String,
+    text: String,
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+/// A visitor message id's seq, and whether its ack has gone out.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    seq: u64,
+    committed: bool,
+}
+
 /// What a session holds once the visitor has written: an idle session
 /// (connected, greeted, silent) does not pay for it.
 #[derive(Debug)]
 struct Transcript {
     items: Vec<Item>,
     next_seq: u64,
-    acked: HashMap<String, u64>,
+    acked: HashMap<String, Acked>,
     replies: Vec<LiveReply>,
     next_reply: u32,
+    after_commit: VecDeque<AfterCommit>,
+    /// Why the conversation needs a person, if it does.
+    needs_human: Option<Box<str>>,
+    /// The message rate limit; full until the first message.
+    bucket: Option<TokenBucket>,
 }
 
 impl Default for Transcript {
@@ -183,8 +303,33 @@ impl Default for Transcript {
             acked: HashMap::new(),
             replies: Vec::new(),
             next_reply: 1,
+            after_commit: VecDeque::new(),
+            needs_human: None,
+            bucket: None,
         }
     }
+}
+
+#[derive(Debug)]
+struct PollState {
+    log: PollLog,
+    /// The held recv and its cursor.
+    pending: Option<(SubId, u64)>,
+}
+
+/// A session as the store gives it back after a restart.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The conversation's items (the newest, as many as history shows).
+    pub items: Vec<Item>,
+    /// The next seq to assign.
+    pub next_seq: u64,
+    /// Every visitor message id of the conversation and its seq.
+    pub acked: Vec<(String, u64)>,
+    /// What `hello` said.
+    pub page: Option<PageInfo>,
+    /// Why the conversation needs a person, if it does.
+    pub needs_human: Option<String>,
 }
 
 /// One visitor's session on one site.
@@ -198,12 +343,13 @@ pub struct Session {
     pub site: Arc<str>,
     /// When the session last saw a client message or a subscriber.
     pub last_active: Instant,
+    /// When the last subscriber left (for abandoning replies nobody waits for).
+    pub unwatched_since: Option<Instant>,
     t: Option<Box<Transcript>>,
     /// Almost always one socket, sometimes two tabs: no heap for those.
     subs: SmallVec<[SubId; 2]>,
     /// Created on the first long-poll; a WebSocket-only session never pays for it.
     poll: Option<Box<PollState>>,
-    bucket: TokenBucket,
     page: Option<PageInfo>,
     welcomed: bool,
     csat: Option<u8>,
@@ -215,7 +361,6 @@ impl Session {
         key: SessionKey,
         conversation: ConversationId,
         site: Arc<str>,
-        rate: Rate,
         now: Instant,
     ) -> Self {
         Session {
@@ -223,14 +368,47 @@ impl Session {
             conversation,
             site,
             last_active: now,
+            unwatched_since: Some(now),
             t: None,
             subs: SmallVec::new(),
             poll: None,
-            bucket: TokenBucket::new(rate, now),
             page: None,
             welcomed: false,
             csat: None,
         }
+    }
+
+    /// A session brought back from the store after a restart.
+    pub fn restore(
+        key: SessionKey,
+        conversation: ConversationId,
+        site: Arc<str>,
+        now: Instant,
+        r: Restored,
+    ) -> Self {
+        let mut s = Session::new(key, conversation, site, now);
+        s.page = r.page;
+        // The visitor has been here before: the next welcome says so.
+        s.welcomed = true;
+        if !r.items.is_empty() || !r.acked.is_empty() || r.needs_human.is_some() {
+            let mut t = Transcript {
+                next_seq: r.next_seq.max(r.items.last().map_or(1, |i| i.seq + 1)),
+                items: r.items,
+                needs_human: r.needs_human.map(String::into_boxed_str),
+                ..Transcript::default()
+            };
+            for (id, seq) in r.acked {
+                t.acked.insert(
+                    id,
+                    Acked {
+                        seq,
+                        committed: true,
+                    },
+                );
+            }
+            s.t = Some(Box::new(t));
+        }
+        s
     }
 
     fn transcript(&mut self) -> &mut Transcript {
@@ -243,15 +421,19 @@ impl Session {
             self.subs.push(sub);
         }
         self.last_active = now;
+        self.unwatched_since = None;
     }
 
     /// Unsubscribes a socket or poller.
-    pub fn detach(&mut self, sub: SubId) {
+    pub fn detach(&mut self, sub: SubId, now: Instant) {
         self.subs.retain(|s| *s != sub);
         if let Some(p) = self.poll.as_mut() {
             if p.pending.is_some_and(|(s, _)| s == sub) {
                 p.pending = None;
             }
+        }
+        if self.subs.is_empty() && self.unwatched_since.is_none() {
+            self.unwatched_since = Some(now);
         }
     }
 
@@ -263,7 +445,10 @@ impl Session {
     /// Whether nothing is listening and nothing is in flight.
     pub fn is_quiet(&self) -> bool {
         self.subs.is_empty()
-            && self.t.as_ref().is_none_or(|t| t.replies.is_empty())
+            && self
+                .t
+                .as_ref()
+                .is_none_or(|t| t.replies.is_empty() && t.after_commit.is_empty())
             && self.poll.as_ref().is_none_or(|p| p.pending.is_none())
     }
 
@@ -282,6 +467,18 @@ impl Session {
         self.csat
     }
 
+    /// Why the conversation needs a person, if it does.
+    pub fn needs_human(&self) -> Option<&str> {
+        self.t.as_ref().and_then(|t| t.needs_human.as_deref())
+    }
+
+    /// Replies being produced now.
+    pub fn live_replies(&self) -> impl Iterator<Item = &str> {
+        self.t
+            .iter()
+            .flat_map(|t| t.replies.iter().map(|r| r.id.as_str()))
+    }
+
     /// Handles one client message.
     pub fn on_client(
         &mut self,
@@ -294,7 +491,11 @@ impl Session {
         self.last_active = now.mono;
         match msg {
             ClientMsg::Hello(h) => {
-                self.page = Some(PageInfo::new(&h));
+                let page = PageInfo::new(&h);
+                if self.page.as_ref() != Some(&page) {
+                    self.commit(vec![Record::Page(page.clone())], AfterCommit::Nothing, out);
+                    self.page = Some(page);
+                }
                 let welcome = self.welcome(s);
                 self.direct(from, welcome, s, out);
             }
@@ -305,7 +506,9 @@ impl Session {
             }
             // Forwarded to a human agent once one holds the conversation.
             ClientMsg::Typing => {}
-            ClientMsg::Human { .. } => {
+            ClientMsg::Human { reason } => {
+                let reason = reason.unwrap_or_else(|| "the visitor asked for a person".into());
+                self.mark_needs_human(reason, out);
                 // No agent desk yet: say so at once rather than leave the visitor waiting.
                 let msg = ServerMsg::Agent {
                     event: AgentEvent::NoneAvailable,
@@ -315,7 +518,14 @@ impl Session {
                 .to_bytes();
                 self.broadcast(msg, out);
             }
-            ClientMsg::Csat { score, .. } => self.csat = Some(score),
+            ClientMsg::Csat { score, comment } => {
+                self.csat = Some(score);
+                self.commit(
+                    vec![Record::Csat { score, comment }],
+                    AfterCommit::Nothing,
+                    out,
+                );
+            }
         }
         self.wake_poller(out);
     }
@@ -347,55 +557,170 @@ impl Session {
         s: &Settings<'_>,
         out: &mut Vec<Out>,
     ) {
-        if let Some(&seq) = self.t.as_ref().and_then(|t| t.acked.get(&id)) {
+        if let Some(a) = self.t.as_ref().and_then(|t| t.acked.get(&id)).copied() {
             // A resend after a lost ack: the same ack again, nothing done twice.
-            let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
-            self.direct(from, ack, s, out);
+            // Not yet committed: the ack is on its way to every socket anyway.
+            if a.committed {
+                let ack = ServerMsg::Ack {
+                    id: &id,
+                    seq: a.seq,
+                }
+                .to_bytes();
+                self.direct(from, ack, s, out);
+            }
             return;
         }
-        if let Err(wait) = self.bucket.take(s.message_rate, now.mono) {
+        let bucket = self
+            .transcript()
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(s.message_rate, now.mono));
+        if let Err(wait) = bucket.take(s.message_rate, now.mono) {
             let ms = wait.as_millis().max(1) as u64;
             let msg = format!(
                 "more than {} messages per second; resend after retry_after_ms",
                 s.message_rate.per_sec
             );
-            self.direct(
-                from,
-                error_msg(ErrorCode::RateLimited, &msg, Some(&id), Some(ms)),
-                s,
-                out,
-            );
-            out.push(Out::ErrorSent(ErrorCode::RateLimited));
+            self.refuse(from, ErrorCode::RateLimited, &msg, &id, ms, s, out);
             return;
         }
-        let t = self.transcript();
-        let seq = t.next_seq;
-        t.next_seq += 1;
-        t.items.push(Item {
+        // The prompt this message would be answered with: its size decides admission.
+        let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
+        let item = Item {
             seq,
             from: Author::Visitor,
-            text: text.clone(),
+            text,
             ts: now.unix_ms,
             id: Some(id.clone()),
             reply: None,
             sources: None,
             name: None,
-        });
-        t.acked.insert(id.clone(), seq);
+        };
+        let prompt = prompt::build(
+            s.instructions,
+            self.items(),
+            &item,
+            s.context_tokens,
+            s.count_tokens,
+        );
+        let prompt_tokens = prompt::tokens(&prompt, s.count_tokens);
+        if let Err(wait) = s.admission.admit(prompt_tokens) {
+            let ms = wait.as_millis().max(1) as u64;
+            let msg = "over capacity: the message was not stored; resend after retry_after_ms";
+            self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
+            return;
+        }
+        let t = self.transcript();
+        t.next_seq += 1;
+        t.items.push(item.clone());
+        t.acked.insert(
+            id.clone(),
+            Acked {
+                seq,
+                committed: false,
+            },
+        );
         let reply = format!("r{}", t.next_reply);
         t.next_reply += 1;
-        t.replies.push(LiveReply {
-            id: reply.clone(),
-            in_reply_to: id.clone(),
-            text: String::new(),
-        });
-        let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
-        self.broadcast(ack, out);
-        out.push(Out::Answer(AnswerJob {
+        let job = AnswerJob {
             reply,
-            in_reply_to: id,
-            question: text,
-        }));
+            in_reply_to: id.clone(),
+            prompt,
+            prompt_tokens,
+        };
+        let record = Record::Item {
+            item,
+            in_reply_to: None,
+            confidence: None,
+            ttft_ms: None,
+            total_ms: None,
+        };
+        self.commit(vec![record], AfterCommit::Ack { id, seq, job }, out);
+    }
+
+    /// A refusal of one message: `rate_limited` or `busy`, with its id and wait.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        from: Origin,
+        code: ErrorCode,
+        msg: &str,
+        id: &str,
+        retry_after_ms: u64,
+        s: &Settings<'_>,
+        out: &mut Vec<Out>,
+    ) {
+        self.direct(
+            from,
+            error_msg(code, msg, Some(id), Some(retry_after_ms)),
+            s,
+            out,
+        );
+        out.push(Out::ErrorSent(code));
+    }
+
+    fn commit(&mut self, records: Vec<Record>, then: AfterCommit, out: &mut Vec<Out>) {
+        self.transcript().after_commit.push_back(then);
+        out.push(Out::Commit(records));
+    }
+
+    fn mark_needs_human(&mut self, reason: String, out: &mut Vec<Out>) {
+        let t = self.transcript();
+        if t.needs_human.is_none() {
+            t.needs_human = Some(reason.clone().into_boxed_str());
+            self.commit(
+                vec![Record::NeedsHuman { reason }],
+                AfterCommit::Nothing,
+                out,
+            );
+        }
+    }
+
+    /// The store has committed (or failed to commit) the oldest outstanding
+    /// [`Out::Commit`] of this session.
+    pub fn on_committed(&mut self, result: Result<(), String>, out: &mut Vec<Out>) {
+        let Some(then) = self.t.as_mut().and_then(|t| t.after_commit.pop_front()) else {
+            return;
+        };
+        match (then, result) {
+            (AfterCommit::Ack { id, seq, job }, Ok(())) => {
+                if let Some(a) = self.t.as_mut().and_then(|t| t.acked.get_mut(&id)) {
+                    a.committed = true;
+                }
+                let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
+                self.broadcast(ack, out);
+                let now = Instant::now();
+                self.transcript().replies.push(LiveReply {
+                    id: job.reply.clone(),
+                    in_reply_to: job.in_reply_to.clone(),
+                    text: String::new(),
+                    started: now,
+                    first_token: None,
+                });
+                out.push(Out::Answer(job));
+            }
+            (AfterCommit::Ack { id, seq, .. }, Err(e)) => {
+                // Not stored: forget it so a resend starts afresh.
+                if let Some(t) = self.t.as_mut() {
+                    t.acked.remove(&id);
+                    t.items.retain(|i| i.seq != seq);
+                }
+                let msg = format!("the message could not be stored ({e}); resend it");
+                let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
+                self.broadcast(err, out);
+                out.push(Out::ErrorSent(ErrorCode::Internal));
+            }
+            (AfterCommit::Done { msg, .. }, Ok(())) => self.broadcast(msg, out),
+            (AfterCommit::Done { in_reply_to, .. }, Err(e)) => {
+                let msg = format!("the reply could not be stored ({e})");
+                self.broadcast(
+                    error_msg(ErrorCode::Internal, &msg, Some(&in_reply_to), None),
+                    out,
+                );
+                out.push(Out::ErrorSent(ErrorCode::Internal));
+            }
+            (AfterCommit::Nothing, _) => {}
+        }
+        self.wake_poller(out);
     }
 
     /// Streams one piece of a reply to every subscriber.
@@ -410,6 +735,7 @@ impl Session {
             return false;
         };
         r.text.push_str(text);
+        r.first_token.get_or_insert_with(Instant::now);
         let msg = ServerMsg::Token {
             reply,
             in_reply_to: &r.in_reply_to,
@@ -421,7 +747,7 @@ impl Session {
         true
     }
 
-    /// Completes a reply: stores it in the transcript and sends `done`.
+    /// Completes a reply: stores it, then (on commit) sends `done`.
     pub fn reply_done(
         &mut self,
         reply: &str,
@@ -439,6 +765,13 @@ impl Session {
         let r = t.replies.swap_remove(pos);
         let seq = t.next_seq;
         t.next_seq += 1;
+        let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+        let timings = ReplyTimings {
+            ttft_ms: r
+                .first_token
+                .map_or(0, |f| ms(f.saturating_duration_since(r.started))),
+            total_ms: ms(now.mono.saturating_duration_since(r.started)),
+        };
         let msg = ServerMsg::Done {
             reply,
             in_reply_to: &r.in_reply_to,
@@ -447,7 +780,7 @@ impl Session {
             confidence,
         }
         .to_bytes();
-        t.items.push(Item {
+        let item = Item {
             seq,
             from: Author::Ai,
             text: r.text,
@@ -456,10 +789,68 @@ impl Session {
             reply: Some(r.id),
             sources: Some(sources),
             name: None,
-        });
-        self.broadcast(msg, out);
+        };
+        t.items.push(item.clone());
+        let record = Record::Item {
+            item,
+            in_reply_to: Some(r.in_reply_to.clone()),
+            confidence: Some(confidence),
+            ttft_ms: Some(timings.ttft_ms),
+            total_ms: Some(timings.total_ms),
+        };
+        self.commit(
+            vec![record],
+            AfterCommit::Done {
+                msg,
+                in_reply_to: r.in_reply_to,
+            },
+            out,
+        );
+        true
+    }
+
+    /// A reply failed upstream: the visitor is told at once, with the message's
+    /// id, and the conversation is offered to a person.
+    pub fn reply_failed(&mut self, reply: &str, why: ReplyFailure, out: &mut Vec<Out>) -> bool {
+        let Some(t) = self.t.as_mut() else {
+            return false;
+        };
+        let Some(pos) = t.replies.iter().position(|r| r.id == reply) else {
+            return false;
+        };
+        let r = t.replies.swap_remove(pos);
+        let (msg, reason) = match why {
+            ReplyFailure::Unavailable => (
+                "the assistant is unavailable right now; your message is kept and a person will be offered",
+                "the inference pool was unavailable",
+            ),
+            ReplyFailure::Deadline => (
+                "the assistant took too long to answer; your message is kept and a person will be offered",
+                "the inference pool missed its deadline",
+            ),
+        };
+        self.broadcast(
+            error_msg(ErrorCode::Unavailable, msg, Some(&r.in_reply_to), None),
+            out,
+        );
+        out.push(Out::ErrorSent(ErrorCode::Unavailable));
+        self.mark_needs_human(reason.to_string(), out);
         self.wake_poller(out);
         true
+    }
+
+    /// Gives up the replies nobody has watched for `grace` (the visitor left);
+    /// their generation is cancelled upstream.
+    pub fn abandon_unwatched(&mut self, now: Instant, grace: Duration, out: &mut Vec<Out>) {
+        let waiting = self.poll.as_ref().is_some_and(|p| p.pending.is_some());
+        let gone = self
+            .unwatched_since
+            .is_some_and(|t| !waiting && now.saturating_duration_since(t) >= grace);
+        let Some(t) = self.t.as_mut() else { return };
+        if gone && !t.replies.is_empty() {
+            let ids = t.replies.drain(..).map(|r| r.id).collect();
+            out.push(Out::Cancel(ids));
+        }
     }
 
     /// A `GET /poll/recv` with `cursor`: answered at once when there is

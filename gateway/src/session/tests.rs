@@ -3,34 +3,59 @@
 use super::*;
 use crate::chat::client::{ClientMsg, Hello};
 use crate::session::token::ConversationId;
-use std::time::Duration;
+use std::cell::Cell;
 
 fn config() -> Box<RawValue> {
     RawValue::from_string(r##"{"theme":{"accent":"#0a7"}}"##.to_string()).unwrap()
 }
 
-fn settings(cfg: &RawValue) -> Settings<'_> {
+fn words(s: &str) -> u32 {
+    s.split_whitespace().count() as u32
+}
+
+/// Admission that refuses while `full` is set.
+struct Gate {
+    full: Cell<bool>,
+}
+
+impl Admission for Gate {
+    fn admit(&self, _: u32) -> Result<(), Duration> {
+        if self.full.get() {
+            Err(Duration::from_millis(750))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+static OPEN: Gate = Gate {
+    full: Cell::new(false),
+};
+
+// SAFETY-free: the tests run each on their own thread, and `OPEN` is never set.
+unsafe impl Sync for Gate {}
+
+fn settings<'a>(cfg: &'a RawValue, gate: &'a dyn Admission) -> Settings<'a> {
     Settings {
         site_config: cfg,
+        instructions: "Be brief.",
         message_rate: Rate {
             per_sec: 1.0,
             burst: 3.0,
         },
         history_items: 200,
         poll_log_cap: 1000,
+        context_tokens: 1000,
+        count_tokens: words,
+        admission: gate,
     }
 }
 
 fn session(now: Instant) -> Session {
-    let rate = Rate {
-        per_sec: 1.0,
-        burst: 3.0,
-    };
     Session::new(
         SessionKey::random().unwrap(),
         ConversationId::from_bytes(*b"conversation"),
         "demo".into(),
-        rate,
         now,
     )
 }
@@ -63,41 +88,68 @@ fn sent_to(out: &[Out], to: SubId) -> Vec<serde_json::Value> {
         .collect()
 }
 
+fn commits(out: &[Out]) -> usize {
+    out.iter().filter(|o| matches!(o, Out::Commit(_))).count()
+}
+
+fn job(out: &[Out]) -> AnswerJob {
+    out.iter()
+        .find_map(|o| match o {
+            Out::Answer(j) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("an answer job")
+}
+
+/// Sends `m` and completes every commit it asked for.
+fn send_committed(
+    sess: &mut Session,
+    from: Origin,
+    m: ClientMsg,
+    now: Now,
+    s: &Settings<'_>,
+) -> Vec<Out> {
+    let mut out = Vec::new();
+    sess.on_client(from, m, now, s, &mut out);
+    for _ in 0..commits(&out) {
+        sess.on_committed(Ok(()), &mut out);
+    }
+    out
+}
+
 #[test]
 fn hello_gets_welcome_then_resumed_welcome() {
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     sess.attach(1, t0);
-    let mut out = Vec::new();
-    sess.on_client(
+    let out = send_committed(
+        &mut sess,
         Origin::Socket(1),
         ClientMsg::Hello(Default::default()),
         at(t0, 0),
         &s,
-        &mut out,
     );
     let w = &sent_to(&out, 1)[0];
     assert_eq!(w["type"], "welcome");
     assert_eq!(w["conversation"], sess.conversation.to_string());
     assert_eq!(w["resumed"], false);
     assert_eq!(w["config"]["theme"]["accent"], "#0a7");
-    out.clear();
-    sess.on_client(
+    let out = send_committed(
+        &mut sess,
         Origin::Socket(1),
         ClientMsg::Hello(Default::default()),
         at(t0, 1),
         &s,
-        &mut out,
     );
     assert_eq!(sent_to(&out, 1)[0]["resumed"], true);
 }
 
 #[test]
-fn message_is_acked_to_every_socket_and_answered_once() {
+fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     sess.attach(1, t0);
@@ -110,22 +162,40 @@ fn message_is_acked_to_every_socket_and_answered_once() {
         &s,
         &mut out,
     );
+    let Some(Out::Commit(records)) = out.first() else {
+        panic!("the message is handed to the store first: {out:?}")
+    };
+    assert!(
+        matches!(&records[0], Record::Item { item, .. } if item.id.as_deref() == Some("m1") && item.seq == 1)
+    );
+    assert!(sent_to(&out, 1).is_empty(), "no ack before the commit");
+    // A resend before the commit does nothing: the ack is on its way.
+    let mut resend = Vec::new();
+    sess.on_client(
+        Origin::Socket(2),
+        msg("m1", "where is my order?"),
+        at(t0, 1),
+        &s,
+        &mut resend,
+    );
+    assert!(resend.is_empty(), "{resend:?}");
+
+    out.clear();
+    sess.on_committed(Ok(()), &mut out);
     for sub in [1, 2] {
         let got = sent_to(&out, sub);
-        assert_eq!(got.len(), 1);
         assert_eq!(
-            (
-                got[0]["type"].as_str(),
-                got[0]["id"].as_str(),
-                got[0]["seq"].as_u64()
-            ),
-            (Some("ack"), Some("m1"), Some(1))
+            got,
+            vec![serde_json::json!({"type": "ack", "id": "m1", "seq": 1})]
         );
     }
-    let jobs: Vec<_> = out.iter().filter(|o| matches!(o, Out::Answer(_))).collect();
-    assert_eq!(jobs.len(), 1);
+    let j = job(&out);
+    assert_eq!(j.in_reply_to, "m1");
+    assert_eq!(j.prompt[0].content, "Be brief.");
+    assert_eq!(j.prompt.last().unwrap().content, "where is my order?");
+    assert_eq!(j.prompt_tokens, 2 + 4);
 
-    // The same id again: the original ack, to the sender only, and no new answer.
+    // After the commit a resend gets the original ack, to the sender only.
     out.clear();
     sess.on_client(
         Origin::Socket(2),
@@ -140,20 +210,79 @@ fn message_is_acked_to_every_socket_and_answered_once() {
 }
 
 #[test]
-fn reply_streams_then_lands_in_history() {
+fn busy_instead_of_the_ack_and_nothing_stored() {
     let cfg = config();
-    let s = settings(&cfg);
+    let gate = Gate {
+        full: Cell::new(true),
+    };
+    let s = settings(&cfg, &gate);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let mut out = Vec::new();
+    sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
+    let e = &sent_to(&out, 1)[0];
+    assert_eq!(
+        (
+            e["code"].as_str(),
+            e["id"].as_str(),
+            e["retry_after_ms"].as_u64()
+        ),
+        (Some("busy"), Some("m1"), Some(750))
+    );
+    assert_eq!(commits(&out), 0);
+    assert!(sess.items().is_empty());
+    // Once there is room, the same id is accepted.
+    gate.full.set(false);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("m1", "hi"),
+        at(t0, 900),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+}
+
+#[test]
+fn a_failed_commit_is_reported_and_forgotten() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let mut out = Vec::new();
+    sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
+    out.clear();
+    sess.on_committed(Err("disk full".into()), &mut out);
+    let e = &sent_to(&out, 1)[0];
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("internal"), Some("m1"))
+    );
+    assert!(sess.items().is_empty());
+    // The resend goes through as new.
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("m1", "hi"),
+        at(t0, 10),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+}
+
+#[test]
+fn reply_streams_then_lands_in_history_after_its_commit() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     sess.attach(7, t0);
+    let out = send_committed(&mut sess, Origin::Socket(7), msg("q", "hi"), at(t0, 0), &s);
+    let j = job(&out);
     let mut out = Vec::new();
-    sess.on_client(Origin::Socket(7), msg("q", "hi"), at(t0, 0), &s, &mut out);
-    let Some(Out::Answer(job)) = out.iter().find(|o| matches!(o, Out::Answer(_))) else {
-        panic!("no answer job")
-    };
-    let job = job.clone();
-    out.clear();
-    assert!(sess.reply_token(&job.reply, "Hel", &mut out));
+    assert!(sess.reply_token(&j.reply, "Hel", &mut out));
     // A socket joining mid-stream sees the text so far in its welcome.
     sess.attach(8, t0);
     sess.on_client(
@@ -170,37 +299,201 @@ fn reply_streams_then_lands_in_history() {
         1,
         "a streaming reply is not in history"
     );
-    assert!(sess.reply_token(&job.reply, "lo", &mut out));
-    assert!(sess.reply_done(&job.reply, vec![], 0.9, at(t0, 9), &mut out));
-    let seen7 = sent_to(&out, 7);
-    let types: Vec<_> = seen7
+    while commits(&out) > 0 {
+        let n = commits(&out);
+        out.retain(|o| !matches!(o, Out::Commit(_)));
+        for _ in 0..n {
+            sess.on_committed(Ok(()), &mut out);
+        }
+    }
+    assert!(sess.reply_token(&j.reply, "lo", &mut out));
+    assert!(sess.reply_done(&j.reply, vec![], 0.9, at(t0, 9), &mut out));
+    assert!(
+        !sent_to(&out, 7).iter().any(|m| m["type"] == "done"),
+        "done waits for its commit"
+    );
+    let Some(Out::Commit(records)) = out.iter().rev().find(|o| matches!(o, Out::Commit(_))) else {
+        panic!()
+    };
+    assert!(
+        matches!(&records[0], Record::Item { item, in_reply_to: Some(q), confidence: Some(_), .. } if item.text == "Hello" && q == "q")
+    );
+    sess.on_committed(Ok(()), &mut out);
+    let types: Vec<_> = sent_to(&out, 7)
         .iter()
         .map(|m| m["type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(types, ["token", "token", "done"]);
-    assert_eq!(seen7[0]["in_reply_to"], "q");
-    assert_eq!(seen7[2]["seq"], 2);
+    let done = sent_to(&out, 7).pop().unwrap();
+    assert_eq!(
+        (done["in_reply_to"].as_str(), done["seq"].as_u64()),
+        (Some("q"), Some(2))
+    );
     assert_eq!(sess.items()[1].text, "Hello");
     // Finished replies take no more tokens.
-    assert!(!sess.reply_token(&job.reply, "late", &mut out));
+    assert!(!sess.reply_token(&j.reply, "late", &mut out));
+}
+
+#[test]
+fn a_failed_reply_says_unavailable_and_asks_for_a_person() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
+    let j = job(&out);
+    let mut out = Vec::new();
+    assert!(sess.reply_failed(&j.reply, ReplyFailure::Unavailable, &mut out));
+    let e = &sent_to(&out, 1)[0];
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("unavailable"), Some("m1"))
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Out::Commit(r) if matches!(r[0], Record::NeedsHuman { .. }))));
+    assert!(sess.needs_human().is_some());
+    // The visitor's message is kept.
+    assert_eq!(sess.items().len(), 1);
+}
+
+#[test]
+fn replies_nobody_watches_are_cancelled_after_a_grace() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
+    let j = job(&out);
+    let mut out = Vec::new();
+    sess.detach(1, t0);
+    sess.abandon_unwatched(
+        t0 + Duration::from_secs(1),
+        Duration::from_secs(5),
+        &mut out,
+    );
+    assert!(out.is_empty(), "a reload is not leaving");
+    sess.abandon_unwatched(
+        t0 + Duration::from_secs(6),
+        Duration::from_secs(5),
+        &mut out,
+    );
+    assert_eq!(out, vec![Out::Cancel(vec![j.reply.clone()])]);
+    assert!(!sess.reply_token(&j.reply, "x", &mut out));
+}
+
+#[test]
+fn restored_session_resumes_and_re_acks() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let items = vec![Item {
+        seq: 1,
+        from: Author::Visitor,
+        text: "before the crash".into(),
+        ts: 5,
+        id: Some("old".into()),
+        reply: None,
+        sources: None,
+        name: None,
+    }];
+    let r = Restored {
+        items,
+        next_seq: 2,
+        acked: vec![("old".into(), 1)],
+        page: Some(PageInfo::from_parts(Some("fr"), None, None)),
+        needs_human: None,
+    };
+    let mut sess = Session::restore(
+        SessionKey::random().unwrap(),
+        ConversationId::from_bytes(*b"conversation"),
+        "demo".into(),
+        t0,
+        r,
+    );
+    sess.attach(1, t0);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        ClientMsg::Hello(Default::default()),
+        at(t0, 0),
+        &s,
+    );
+    let w = sent_to(&out, 1).pop().unwrap();
+    assert_eq!(w["resumed"], true);
+    assert_eq!(w["history"][0]["text"], "before the crash");
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("old", "before the crash"),
+        at(t0, 1),
+        &s,
+    );
+    assert_eq!(
+        sent_to(&out, 1),
+        vec![serde_json::json!({"type": "ack", "id": "old", "seq": 1})]
+    );
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("new", "after"),
+        at(t0, 2),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["seq"], 2);
+    assert_eq!(
+        job(&out).prompt.len(),
+        3,
+        "instructions, the old message, the new one"
+    );
+}
+
+#[test]
+fn human_request_marks_the_conversation_once() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let mut out = Vec::new();
+    sess.on_client(
+        Origin::Socket(1),
+        ClientMsg::Human { reason: None },
+        at(t0, 0),
+        &s,
+        &mut out,
+    );
+    assert_eq!(commits(&out), 1);
+    assert_eq!(sent_to(&out, 1)[0]["event"], "none_available");
+    out.clear();
+    sess.on_client(
+        Origin::Socket(1),
+        ClientMsg::Human { reason: None },
+        at(t0, 1),
+        &s,
+        &mut out,
+    );
+    assert_eq!(commits(&out), 0, "already marked");
 }
 
 #[test]
 fn flooding_is_rate_limited_without_storing() {
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     sess.attach(1, t0);
     let mut out = Vec::new();
     for i in 0..4 {
-        sess.on_client(
+        out.extend(send_committed(
+            &mut sess,
             Origin::Socket(1),
             msg(&format!("m{i}"), "x"),
             at(t0, 0),
             &s,
-            &mut out,
-        );
+        ));
     }
     let last = sent_to(&out, 1).pop().unwrap();
     assert_eq!(last["type"], "error");
@@ -209,13 +502,12 @@ fn flooding_is_rate_limited_without_storing() {
     assert!(last["retry_after_ms"].as_u64().unwrap() > 0);
     assert_eq!(sess.items().len(), 3);
     // After the wait it is accepted.
-    out.clear();
-    sess.on_client(
+    let out = send_committed(
+        &mut sess,
         Origin::Socket(1),
         msg("m3", "x"),
         at(t0, 1000),
         &s,
-        &mut out,
     );
     assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
 }
@@ -223,7 +515,7 @@ fn flooding_is_rate_limited_without_storing() {
 #[test]
 fn long_poll_cursor_flow() {
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     let mut out = Vec::new();
@@ -231,25 +523,26 @@ fn long_poll_cursor_flow() {
     sess.poll_recv(50, 0, t0, &s, &mut out);
     assert!(out.is_empty());
     // hello through /poll/send completes it with the welcome.
-    sess.on_client(
+    out = send_committed(
+        &mut sess,
         Origin::Poll,
         ClientMsg::Hello(Default::default()),
         at(t0, 1),
         &s,
-        &mut out,
     );
     let Some(Out::PollReady {
         to,
         cursor,
         messages,
-    }) = out.pop()
+    }) = out.into_iter().find(|o| matches!(o, Out::PollReady { .. }))
     else {
         panic!("not ready")
     };
+    let mut out = Vec::new();
     assert_eq!((to, cursor, messages.len()), (50, 1, 1));
     assert_eq!(json(&messages[0])["type"], "welcome");
     // A message and its ack; the next recv with cursor 1 gets the ack at once.
-    sess.on_client(Origin::Poll, msg("m1", "hi"), at(t0, 2), &s, &mut out);
+    send_committed(&mut sess, Origin::Poll, msg("m1", "hi"), at(t0, 2), &s);
     out.clear();
     sess.poll_recv(51, 1, t0, &s, &mut out);
     let Some(Out::PollReady {
@@ -283,9 +576,8 @@ fn long_poll_cursor_flow() {
 #[test]
 fn expired_cursor_gets_error_then_fresh_welcome() {
     let cfg = config();
-    let mut s = settings(&cfg);
+    let mut s = settings(&cfg, &OPEN);
     s.poll_log_cap = 2;
-    s.message_rate.burst = 100.0;
     let t0 = Instant::now();
     let mut sess = session(t0);
     let mut out = Vec::new();
@@ -330,29 +622,39 @@ fn page_info_round_trip() {
         (Some("de"), Some("https://shop.example/p"), None)
     );
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
+    let mut out = Vec::new();
+    sess.on_client(
+        Origin::Socket(1),
+        ClientMsg::Hello(h.clone()),
+        at(t0, 0),
+        &s,
+        &mut out,
+    );
+    assert_eq!(sess.page_info().and_then(PageInfo::lang), Some("de"));
+    assert_eq!(commits(&out), 1, "the page is stored");
+    out.clear();
     sess.on_client(
         Origin::Socket(1),
         ClientMsg::Hello(h),
-        at(t0, 0),
+        at(t0, 1),
         &s,
-        &mut Vec::new(),
+        &mut out,
     );
-    assert_eq!(sess.page_info().and_then(PageInfo::lang), Some("de"));
+    assert_eq!(commits(&out), 0, "an unchanged page is not stored again");
 }
 
 #[test]
 fn websocket_only_sessions_keep_no_poll_log() {
     let cfg = config();
-    let s = settings(&cfg);
+    let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
     sess.attach(1, t0);
-    let mut out = Vec::new();
-    sess.on_client(Origin::Socket(1), msg("m1", "x"), at(t0, 0), &s, &mut out);
+    send_committed(&mut sess, Origin::Socket(1), msg("m1", "x"), at(t0, 0), &s);
     assert!(sess.poll.is_none());
-    sess.detach(1);
+    sess.detach(1, t0);
     assert!(sess.subscribers().is_empty());
 }

@@ -1,0 +1,191 @@
+//! The prompt for one turn: the site's standing instructions, then the
+//! conversation, cut to a token budget from the oldest side.
+//!
+//! The newest visitor message is always kept whole; older items go first when
+//! the conversation no longer fits, so a long chat keeps its recent context.
+
+use crate::chat::server::{Author, Item};
+
+/// Who speaks in a prompt message (the OpenAI roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The visitor.
+    User,
+    /// The AI (and human agents, whose words the AI should continue from).
+    Assistant,
+}
+
+/// One message of the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptMessage {
+    /// Speaker.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// Builds the prompt for answering `newest` (a visitor message) after `history`.
+///
+/// `count` estimates the tokens of a text; `budget` bounds the whole prompt. The
+/// instructions always go first; a system message alone over the budget is
+/// still sent (the budget then covers only the newest message).
+pub fn build(
+    instructions: &str,
+    history: &[Item],
+    newest: &Item,
+    budget: u32,
+    count: impl Fn(&str) -> u32,
+) -> Vec<PromptMessage> {
+    let system = if instructions.trim().is_empty() {
+        "You are a helpful assistant on a website's chat. Answer briefly and kindly.".to_string()
+    } else {
+        instructions.to_string()
+    };
+    let mut used = count(&system);
+    // Walk back from the newest item, keeping what fits.
+    let mut kept: Vec<PromptMessage> = Vec::new();
+    let newest_first = std::iter::once(newest).chain(history.iter().rev());
+    for (i, item) in newest_first.enumerate() {
+        let content = match (item.from, &item.name) {
+            (Author::Agent, Some(name)) => format!("{name} (support agent): {}", item.text),
+            _ => item.text.clone(),
+        };
+        let cost = count(&content);
+        if i > 0 && used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept.push(PromptMessage {
+            role: match item.from {
+                Author::Visitor => Role::User,
+                Author::Ai | Author::Agent => Role::Assistant,
+            },
+            content,
+        });
+    }
+    // A prompt should open with the visitor speaking: drop a leading reply
+    // whose question was cut off.
+    while kept.last().is_some_and(|m| m.role == Role::Assistant) && kept.len() > 1 {
+        kept.pop();
+    }
+    let mut out = Vec::with_capacity(kept.len() + 1);
+    out.push(PromptMessage {
+        role: Role::System,
+        content: system,
+    });
+    out.extend(kept.into_iter().rev());
+    out
+}
+
+/// Total estimated tokens of a prompt.
+pub fn tokens(prompt: &[PromptMessage], count: impl Fn(&str) -> u32) -> u32 {
+    prompt.iter().map(|m| count(&m.content)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64, from: Author, text: &str) -> Item {
+        Item {
+            seq,
+            from,
+            text: text.into(),
+            ts: 0,
+            id: None,
+            reply: None,
+            sources: None,
+            name: (from == Author::Agent).then(|| "Ana".to_string()),
+        }
+    }
+
+    /// One token per word.
+    fn words(s: &str) -> u32 {
+        s.split_whitespace().count() as u32
+    }
+
+    #[test]
+    fn instructions_then_conversation_in_order() {
+        let items = [
+            item(1, Author::Visitor, "hi there"),
+            item(2, Author::Ai, "hello how can I help"),
+            item(3, Author::Visitor, "where is my order"),
+        ];
+        let p = build(
+            "Be brief.",
+            &items[..items.len() - 1],
+            items.last().unwrap(),
+            1000,
+            words,
+        );
+        let roles: Vec<_> = p.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(p[0].content, "Be brief.");
+        assert_eq!(p[3].content, "where is my order");
+    }
+
+    #[test]
+    fn cut_from_the_oldest_side() {
+        let items = [
+            item(1, Author::Visitor, "one two three four five"),
+            item(2, Author::Ai, "six seven eight nine ten"),
+            item(3, Author::Visitor, "eleven twelve"),
+        ];
+        // System 2 words + newest 2 words = 4; the older items do not fit in 8.
+        let p = build(
+            "Be brief.",
+            &items[..items.len() - 1],
+            items.last().unwrap(),
+            8,
+            words,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[1].content, "eleven twelve");
+        assert!(tokens(&p, words) <= 8);
+        // With room for the reply but not its question, the orphan reply is dropped too.
+        let p = build(
+            "Be brief.",
+            &items[..items.len() - 1],
+            items.last().unwrap(),
+            9,
+            words,
+        );
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn the_newest_message_is_never_cut() {
+        let items = [item(1, Author::Visitor, "a very long question indeed")];
+        let p = build(
+            "Rules.",
+            &items[..items.len() - 1],
+            items.last().unwrap(),
+            1,
+            words,
+        );
+        assert_eq!(p.last().unwrap().content, "a very long question indeed");
+    }
+
+    #[test]
+    fn agents_are_named_and_default_instructions_exist() {
+        let items = [
+            item(1, Author::Visitor, "help"),
+            item(2, Author::Agent, "I am here"),
+            item(3, Author::Visitor, "thanks"),
+        ];
+        let p = build(
+            "  ",
+            &items[..items.len() - 1],
+            items.last().unwrap(),
+            1000,
+            words,
+        );
+        assert!(p[0].content.contains("helpful assistant"));
+        assert_eq!(p[2].content, "Ana (support agent): I am here");
+    }
+}
