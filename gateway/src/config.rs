@@ -117,6 +117,8 @@ pub struct Config {
     pub answer: AnswerConfig,
     /// Inference: prompts, the pool, batching, admission.
     pub inference: InferenceConfig,
+    /// The transcript store (SQLite in the data directory).
+    pub store: StoreConfig,
     /// Sites by id.
     pub sites: BTreeMap<String, SiteConfig>,
 }
@@ -136,6 +138,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             answer: AnswerConfig::default(),
             inference: InferenceConfig::default(),
+            store: StoreConfig::default(),
             sites: BTreeMap::new(),
         }
     }
@@ -239,6 +242,8 @@ pub struct SessionConfig {
     pub cookie: CookieMode,
     /// Most items `welcome`'s history carries.
     pub history_items: usize,
+    /// Seconds a quiet session stays in memory; the store keeps it after that.
+    pub memory_idle_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -247,8 +252,29 @@ impl Default for SessionConfig {
             lifetime_secs: 30 * 24 * 3600,
             cookie: CookieMode::Lax,
             history_items: 200,
+            memory_idle_secs: 3600,
         }
     }
+}
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreSync {
+    /// SQLite WAL with `synchronous=NORMAL`: a committed message survives a
+    /// crash of the gateway process (not a power loss).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: it also survives a power loss (one fsync per commit).
+    Full,
+}
+
+/// The transcript store.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Durability of each commit.
+    pub sync: StoreSync,
 }
 
 /// The placeholder answerer's pace.

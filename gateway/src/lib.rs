@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod sites;
+pub mod store;
 pub mod ws;

@@ -117,6 +117,8 @@ pub struct WorkerMetrics {
     pub websockets: Gauge,
     /// Sessions whose state this worker owns.
     pub sessions: Gauge,
+    /// Sessions loaded back from the store (after a restart or an eviction).
+    pub sessions_restored: Counter,
     /// WebSocket frames received.
     pub frames_in: Counter,
     /// WebSocket frames sent.
@@ -240,6 +242,12 @@ pub fn render(workers: &[WorkerMetrics], max_connections: usize, out: &mut Strin
         "Messages handed from one worker to another.",
         sum(&|w| w.cross_worker.get()),
     );
+    counter(
+        out,
+        "lc_sessions_restored_total",
+        "Sessions loaded back from the store (after a restart, or an eviction from memory).",
+        sum(&|w| w.sessions_restored.get()),
+    );
 
     let gauge_sum = |f: &dyn Fn(&WorkerMetrics) -> i64| workers.iter().map(f).sum::<i64>();
     let _ = writeln!(out, "# HELP lc_connections_open Open connections.\n# TYPE lc_connections_open gauge\nlc_connections_open {}", gauge_sum(&|w| w.connections.get()));
@@ -314,28 +322,102 @@ pub fn render(workers: &[WorkerMetrics], max_connections: usize, out: &mut Strin
         }
     }
 
-    let name = "lc_ack_latency_seconds";
-    let _ = writeln!(
+    let ack: Vec<u64> = (0..LATENCY_BUCKETS_US.len())
+        .map(|i| sum(&|w| w.ack_latency.buckets[i].get()))
+        .collect();
+    histogram(
         out,
-        "# HELP {name} Time from a chat message's arrival to its ack.\n# TYPE {name} histogram"
+        "lc_ack_latency_seconds",
+        "Time from a chat message's arrival to its ack (the store's commit included).",
+        &ack,
+        sum(&|w| w.ack_latency.count.get()),
+        sum(&|w| w.ack_latency.sum_us.get()),
     );
+}
+
+/// Writes a Prometheus histogram from per-bucket counts over
+/// [`LATENCY_BUCKETS_US`] (observations above the last bound are only in `count`).
+pub fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    per_bucket: &[u64],
+    count: u64,
+    sum_us: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
-    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += sum(&|w| w.ack_latency.buckets[i].get());
+    for (bound, n) in LATENCY_BUCKETS_US.iter().zip(per_bucket) {
+        cumulative += n;
         let _ = writeln!(
             out,
             "{name}_bucket{{le=\"{}\"}} {cumulative}",
-            *b as f64 / 1e6
+            *bound as f64 / 1e6
         );
     }
-    let count = sum(&|w| w.ack_latency.count.get());
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+/// Renders the transcript store's figures.
+pub fn render_store(s: &crate::store::StoreStats, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed as R;
+    let counters = [
+        (
+            "lc_store_commits_total",
+            "Transactions committed (one per group of writes).",
+            s.commits.load(R),
+        ),
+        ("lc_store_writes_total", "Writes stored.", s.writes.load(R)),
+        (
+            "lc_store_duplicates_total",
+            "Visitor messages found already stored (resends).",
+            s.duplicates.load(R),
+        ),
+        (
+            "lc_store_write_errors_total",
+            "Writes that failed.",
+            s.write_errors.load(R),
+        ),
+        (
+            "lc_store_reads_total",
+            "Session loads and other reads answered.",
+            s.reads.load(R),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let depth = s.queue_depth.load(R);
     let _ = writeln!(
         out,
-        "{name}_sum {}",
-        sum(&|w| w.ack_latency.sum_us.get()) as f64 / 1e6
+        "# HELP lc_store_queue_depth Writes queued for the store's writer.\n# TYPE lc_store_queue_depth gauge\nlc_store_queue_depth {depth}"
     );
-    let _ = writeln!(out, "{name}_count {count}");
+    for (name, help, h) in [
+        (
+            "lc_store_commit_latency_seconds",
+            "BEGIN to the end of COMMIT, per transaction.",
+            &s.commit_latency,
+        ),
+        (
+            "lc_store_write_latency_seconds",
+            "A write queued to its commit completing.",
+            &s.ack_latency,
+        ),
+    ] {
+        histogram(
+            out,
+            name,
+            help,
+            &h.snapshot(),
+            h.count.load(R),
+            h.sum_us.load(R),
+        );
+    }
 }
 
 #[cfg(test)]

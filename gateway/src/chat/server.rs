@@ -2,7 +2,7 @@
 //! shared by every socket and poller of the session.
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::ErrorCode;
@@ -20,7 +20,7 @@ pub enum Author {
 }
 
 /// A knowledge-base passage an AI reply drew on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     /// Chunk id.
     pub chunk: String,

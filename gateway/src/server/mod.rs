@@ -8,6 +8,7 @@
 
 mod conn;
 mod driver;
+mod persist;
 mod routes;
 mod sweep;
 pub mod sys;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub sites: SiteRegistry,
     /// One block per worker.
     pub metrics: Vec<WorkerMetrics>,
+    /// The store's figures.
+    pub store_stats: Arc<crate::store::StoreStats>,
     inboxes: Vec<flume::Sender<WorkerMsg>>,
     /// Connections open across all workers.
     open_conns: AtomicUsize,
@@ -71,6 +74,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The transcript store cannot be opened or closed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A worker failed to start or stopped with an error.
     #[error("worker {worker}: {source}")]
     Worker {
@@ -89,6 +95,7 @@ pub struct Running {
     pub drivers: Vec<DriverKind>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    store: Option<crate::store::Store>,
 }
 
 impl Running {
@@ -102,21 +109,26 @@ impl Running {
         }
     }
 
-    /// Waits for every worker to finish.
-    pub fn join(self) -> Result<(), ServerError> {
-        for (worker, t) in self.threads.into_iter().enumerate() {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => return Err(ServerError::Worker { worker, source }),
-                Err(_) => {
-                    return Err(ServerError::Worker {
-                        worker,
-                        source: std::io::Error::other("worker thread panicked"),
-                    })
-                }
+    /// Waits for every worker to finish, then closes the store (its queue
+    /// drained and committed).
+    pub fn join(mut self) -> Result<(), ServerError> {
+        let threads = std::mem::take(&mut self.threads);
+        let mut first_err = None;
+        for (worker, t) in threads.into_iter().enumerate() {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::other("worker thread panicked")),
+            };
+            if let Err(source) = r {
+                first_err.get_or_insert(ServerError::Worker { worker, source });
             }
         }
-        Ok(())
+        if let Some(store) = self.store.take() {
+            if let Err(e) = store.close() {
+                first_err.get_or_insert(ServerError::Store(e));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -157,6 +169,13 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     })?;
     let sites = SiteRegistry::load(&config.sites, Some(&config.data_dir))?;
     let n = config.worker_count();
+    let mut store_cfg = crate::store::StoreConfig::new(config.data_dir.join("chat.sqlite3"));
+    store_cfg.sync = match config.store.sync {
+        crate::config::StoreSync::Normal => crate::store::SyncMode::Normal,
+        crate::config::StoreSync::Full => crate::store::SyncMode::Full,
+    };
+    store_cfg.history_limit = config.session.history_items;
+    let store = crate::store::Store::open(store_cfg)?;
 
     let first = bind_listener(config.listen).map_err(|source| ServerError::Bind {
         addr: config.listen,
@@ -178,6 +197,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     });
     let shared = Arc::new(Shared {
         metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
+        store_stats: store.stats().clone(),
         sites,
         inboxes: txs,
         open_conns: AtomicUsize::new(0),
@@ -195,6 +215,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     for (id, (listener, inbox)) in listeners.into_iter().zip(rxs).enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let store_handle = store.handle();
         let choice = shared.config.io_driver;
         let pin = shared.config.pin_workers;
         let t = std::thread::Builder::new()
@@ -207,7 +228,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                 }
                 let ready_on_err = ready.clone();
                 let r = driver::run_on(choice, id, move |driver| {
-                    worker::run(id, shared, listener, inbox, driver, ready)
+                    worker::run(id, shared, listener, inbox, store_handle, driver, ready)
                 });
                 match r {
                     Ok(result) => result,
@@ -232,6 +253,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     drivers,
                     shared,
                     threads,
+                    store: Some(store),
                 };
                 running.shutdown();
                 let worker = 0;
@@ -259,5 +281,6 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         drivers,
         shared,
         threads,
+        store: Some(store),
     })
 }

@@ -49,6 +49,7 @@ impl Worker {
             "/metrics" if get => {
                 let mut s = String::with_capacity(8192);
                 crate::metrics::render(&self.shared.metrics, self.shared.max_connections, &mut s);
+                crate::metrics::render_store(&self.shared.store_stats, &mut s);
                 let r = response::with_body(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

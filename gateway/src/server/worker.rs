@@ -27,6 +27,7 @@ use crate::metrics::{DriverKind, WorkerMetrics};
 use crate::session::token::{ConversationId, SessionKey};
 use crate::session::{AdmitAll, AnswerJob, Now, Origin, Out, Session, Settings, SubId};
 use crate::sites::Site;
+use crate::store::StoreHandle;
 
 /// What a connection's worker asks of a session's worker.
 #[derive(Debug)]
@@ -60,6 +61,16 @@ pub(crate) enum WorkerMsg {
         to: SubId,
         cursor: u64,
         messages: Vec<Bytes>,
+    },
+    /// The store committed (or failed) a session's oldest outstanding records.
+    Committed {
+        key: SessionKey,
+        result: Result<(), String>,
+    },
+    /// The store answered a session load.
+    Loaded {
+        key: SessionKey,
+        result: Result<Option<Box<crate::store::StoredSession>>, String>,
     },
     /// Begin a graceful shutdown.
     Shutdown,
@@ -118,7 +129,10 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) conns: RefCell<Slab<Conn>>,
     /// Boxed: the map's spare capacity then costs a pointer per slot, not a session.
-    sessions: RefCell<HashMap<SessionKey, Box<Session>>>,
+    pub(crate) sessions: RefCell<HashMap<SessionKey, Box<Session>>>,
+    /// Sessions being loaded from the store, and the operations waiting for them.
+    pub(crate) loading: RefCell<HashMap<SessionKey, Vec<(SubId, Op)>>>,
+    pub(crate) store: StoreHandle,
     next_gen: Cell<u64>,
     /// The one read buffer every connection of this worker reads into.
     pub(crate) read_buf: RefCell<Vec<u8>>,
@@ -139,6 +153,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     inbox: flume::Receiver<WorkerMsg>,
+    store: StoreHandle,
     driver: DriverKind,
     ready: std::sync::mpsc::Sender<std::io::Result<(usize, DriverKind)>>,
 ) -> std::io::Result<()> {
@@ -169,6 +184,8 @@ pub(crate) async fn run(
         shared,
         conns: RefCell::new(Slab::new()),
         sessions: RefCell::new(HashMap::new()),
+        loading: RefCell::new(HashMap::new()),
+        store,
         next_gen: Cell::new(1),
         read_buf: RefCell::new(vec![0; READ_BUF]),
         date: RefCell::new(http_date()),
@@ -249,6 +266,14 @@ impl Worker {
                 cursor,
                 messages,
             } => self.deliver_poll(to, cursor, messages),
+            WorkerMsg::Committed { key, result } => {
+                let now = Instant::now();
+                self.with_session(key, |s, out| {
+                    s.on_committed(result, now, out);
+                    true
+                });
+            }
+            WorkerMsg::Loaded { key, result } => self.on_loaded(key, result),
             WorkerMsg::Shutdown => self.stop.set(),
         }
     }
@@ -294,8 +319,22 @@ impl Worker {
         })
     }
 
-    /// Carries out an `Op` on a session this worker owns.
+    /// Carries out an `Op` on a session this worker owns, loading the session
+    /// from the store first when it is not in memory (after a restart, or an
+    /// eviction).
     pub(crate) fn run_op(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
+        let wants_session = matches!(
+            op,
+            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. }
+        );
+        if wants_session && !self.sessions.borrow().contains_key(&key) {
+            return self.load_then(key, sub, op);
+        }
+        self.run_op_loaded(key, sub, op);
+    }
+
+    /// `run_op` once the store has been asked: a session still missing is unknown.
+    pub(crate) fn run_op_loaded(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
         let now = Now::current();
         let mut out = Vec::new();
         let mut sessions = self.sessions.borrow_mut();
@@ -317,15 +356,15 @@ impl Worker {
             Op::Client { msg, received } => {
                 match sess {
                     Some(s) => {
-                        let before = s.items().len();
+                        // The ack's latency counts from the frame's arrival on its worker.
+                        let now = Now {
+                            mono: received.min(now.mono),
+                            ..now
+                        };
                         let site = s.site.clone();
                         self.with_settings(&site, |st| {
                             s.on_client(Origin::Socket(sub), msg, now, st, &mut out)
                         });
-                        if s.items().len() > before {
-                            self.m().messages.inc();
-                            self.m().ack_latency.observe(received.elapsed());
-                        }
                     }
                     None => out.push(Out::Send {
                         to: sub,
@@ -343,13 +382,9 @@ impl Worker {
                 Some(s) if *s.site == *site => {
                     self.with_settings(&site, |st| {
                         for m in msgs {
-                            let before = s.items().len();
                             match m {
                                 Ok(m) => s.on_client(Origin::Poll, m, now, st, &mut out),
                                 Err(e) => s.on_client_error(Origin::Poll, &e, st, &mut out),
-                            }
-                            if s.items().len() > before {
-                                self.m().messages.inc();
                             }
                         }
                     });
@@ -382,6 +417,7 @@ impl Worker {
         let now = Instant::now();
         let s = Session::new(key, conversation, site.clone(), now);
         self.sessions.borrow_mut().insert(key, Box::new(s));
+        self.record_session(key, conversation, site);
         self.m().sessions.add(1);
         Ok(key)
     }
@@ -415,14 +451,12 @@ impl Worker {
                     }
                 }
                 Out::ErrorSent(code) => self.m().error(code),
-                Out::Answer(job) => self.start_answer(key, job),
-                // Interim until the store lands: a commit completes at once, in memory.
-                Out::Commit(_) => {
-                    self.with_session(key, |s, out| {
-                        s.on_committed(Ok(()), out);
-                        true
-                    });
+                Out::Acked(waited) => {
+                    self.m().messages.inc();
+                    self.m().ack_latency.observe(waited);
                 }
+                Out::Answer(job) => self.start_answer(key, job),
+                Out::Commit(records) => self.commit(key, records),
                 // The placeholder answerer stops by itself once its reply is gone.
                 Out::Cancel(_) => {}
             }
@@ -466,9 +500,10 @@ impl Worker {
         });
     }
 
-    /// Drops sessions nobody has used for the session lifetime.
+    /// Drops from memory the sessions nobody has used for a while; the store
+    /// keeps them, and the next request for one loads it again.
     pub(crate) fn evict_sessions(&self, now: Instant) {
-        let ttl = Duration::from_secs(self.shared.config.session.lifetime_secs);
+        let ttl = Duration::from_secs(self.shared.config.session.memory_idle_secs);
         let mut sessions = self.sessions.borrow_mut();
         let before = sessions.len();
         sessions

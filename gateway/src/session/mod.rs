@@ -179,6 +179,8 @@ pub enum Out {
     Cancel(Vec<String>),
     /// An `error` with this code was sent (for metrics).
     ErrorSent(ErrorCode),
+    /// An `ack` went out this long after its message arrived (for metrics).
+    Acked(Duration),
 }
 
 /// Why a reply failed.
@@ -256,6 +258,7 @@ enum AfterCommit {
         id: String,
         seq: u64,
         job: AnswerJob,
+        received: Instant,
     },
     /// Announce a finished reply.
     Done { msg: Bytes, in_reply_to: String },
@@ -287,7 +290,6 @@ struct Transcript {
     next_seq: u64,
     acked: HashMap<String, Acked>,
     replies: Vec<LiveReply>,
-    next_reply: u32,
     after_commit: VecDeque<AfterCommit>,
     /// Why the conversation needs a person, if it does.
     needs_human: Option<Box<str>>,
@@ -302,7 +304,6 @@ impl Default for Transcript {
             next_seq: 1,
             acked: HashMap::new(),
             replies: Vec::new(),
-            next_reply: 1,
             after_commit: VecDeque::new(),
             needs_human: None,
             bucket: None,
@@ -619,8 +620,9 @@ impl Session {
                 committed: false,
             },
         );
-        let reply = format!("r{}", t.next_reply);
-        t.next_reply += 1;
+        // One reply per visitor message at most: naming it after the message's
+        // seq keeps reply ids unique across restarts.
+        let reply = format!("r{seq}");
         let job = AnswerJob {
             reply,
             in_reply_to: id.clone(),
@@ -634,7 +636,16 @@ impl Session {
             ttft_ms: None,
             total_ms: None,
         };
-        self.commit(vec![record], AfterCommit::Ack { id, seq, job }, out);
+        self.commit(
+            vec![record],
+            AfterCommit::Ack {
+                id,
+                seq,
+                job,
+                received: now.mono,
+            },
+            out,
+        );
     }
 
     /// A refusal of one message: `rate_limited` or `busy`, with its id and wait.
@@ -677,18 +688,26 @@ impl Session {
 
     /// The store has committed (or failed to commit) the oldest outstanding
     /// [`Out::Commit`] of this session.
-    pub fn on_committed(&mut self, result: Result<(), String>, out: &mut Vec<Out>) {
+    pub fn on_committed(&mut self, result: Result<(), String>, now: Instant, out: &mut Vec<Out>) {
         let Some(then) = self.t.as_mut().and_then(|t| t.after_commit.pop_front()) else {
             return;
         };
         match (then, result) {
-            (AfterCommit::Ack { id, seq, job }, Ok(())) => {
+            (
+                AfterCommit::Ack {
+                    id,
+                    seq,
+                    job,
+                    received,
+                },
+                Ok(()),
+            ) => {
                 if let Some(a) = self.t.as_mut().and_then(|t| t.acked.get_mut(&id)) {
                     a.committed = true;
                 }
                 let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
                 self.broadcast(ack, out);
-                let now = Instant::now();
+                out.push(Out::Acked(now.saturating_duration_since(received)));
                 self.transcript().replies.push(LiveReply {
                     id: job.reply.clone(),
                     in_reply_to: job.in_reply_to.clone(),

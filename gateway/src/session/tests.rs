@@ -112,7 +112,7 @@ fn send_committed(
     let mut out = Vec::new();
     sess.on_client(from, m, now, s, &mut out);
     for _ in 0..commits(&out) {
-        sess.on_committed(Ok(()), &mut out);
+        sess.on_committed(Ok(()), Instant::now(), &mut out);
     }
     out
 }
@@ -181,7 +181,7 @@ fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
     assert!(resend.is_empty(), "{resend:?}");
 
     out.clear();
-    sess.on_committed(Ok(()), &mut out);
+    sess.on_committed(Ok(()), Instant::now(), &mut out);
     for sub in [1, 2] {
         let got = sent_to(&out, sub);
         assert_eq!(
@@ -254,7 +254,7 @@ fn a_failed_commit_is_reported_and_forgotten() {
     let mut out = Vec::new();
     sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
     out.clear();
-    sess.on_committed(Err("disk full".into()), &mut out);
+    sess.on_committed(Err("disk full".into()), Instant::now(), &mut out);
     let e = &sent_to(&out, 1)[0];
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
@@ -303,7 +303,7 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
         let n = commits(&out);
         out.retain(|o| !matches!(o, Out::Commit(_)));
         for _ in 0..n {
-            sess.on_committed(Ok(()), &mut out);
+            sess.on_committed(Ok(()), Instant::now(), &mut out);
         }
     }
     assert!(sess.reply_token(&j.reply, "lo", &mut out));
@@ -318,7 +318,7 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
     assert!(
         matches!(&records[0], Record::Item { item, in_reply_to: Some(q), confidence: Some(_), .. } if item.text == "Hello" && q == "q")
     );
-    sess.on_committed(Ok(()), &mut out);
+    sess.on_committed(Ok(()), Instant::now(), &mut out);
     let types: Vec<_> = sent_to(&out, 7)
         .iter()
         .map(|m| m["type"].as_str().unwrap().to_owned())

@@ -44,6 +44,11 @@ impl SessionKey {
         (u64::from_le_bytes(w) % workers.max(1) as u64) as usize
     }
 
+    /// The raw bytes (for the store, which keeps only their hash).
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
     /// The cookie value: 22 characters of unpadded base64url.
     pub fn to_cookie(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
@@ -75,6 +80,11 @@ impl ConversationId {
     /// An id from given bytes (tests, and ids read back from a store).
     pub fn from_bytes(b: [u8; 12]) -> Self {
         ConversationId(b)
+    }
+
+    /// The raw bytes.
+    pub fn bytes(&self) -> [u8; 12] {
+        self.0
     }
 }
 

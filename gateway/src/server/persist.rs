@@ -1,0 +1,197 @@
+//! Between sessions and the store: what a session asks to make durable
+//! becomes store writes, a stored session becomes a session again, and the
+//! worker's side of both (commits whose completion comes back through the
+//! inbox, loads that hold a session's operations until it is in memory).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::worker::{Op, Worker, WorkerMsg};
+use crate::chat::server::{Author, Item, Source};
+use crate::session::token::{ConversationId, SessionKey};
+use crate::session::{PageInfo, Record, Restored, Session, SubId};
+use crate::store::{self, StoredItem, StoredSession, Write};
+
+/// The store's form of a session record.
+pub(crate) fn write_for(record: Record, conversation: [u8; 12], at_ms: u64) -> Write {
+    match record {
+        Record::Item {
+            item,
+            in_reply_to,
+            confidence,
+            ttft_ms,
+            total_ms,
+        } => {
+            let author = match item.from {
+                Author::Visitor => store::Author::Visitor,
+                Author::Ai => store::Author::Ai,
+                Author::Agent => store::Author::Agent,
+            };
+            let mut s = StoredItem::new(conversation, item.seq, author, item.text, item.ts);
+            s.client_id = item.id;
+            s.reply_id = item.reply;
+            s.in_reply_to = in_reply_to;
+            s.sources_json = item.sources.and_then(|v| serde_json::to_string(&v).ok());
+            s.confidence = confidence;
+            s.ttft_ms = ttft_ms;
+            s.total_ms = total_ms;
+            s.agent_name = item.name;
+            Write::Item(s)
+        }
+        Record::NeedsHuman { reason } => Write::NeedsHuman {
+            conversation,
+            reason,
+            at_ms,
+        },
+        Record::Csat { score, comment } => Write::Csat {
+            conversation,
+            score,
+            comment,
+        },
+        Record::Page(p) => Write::PageInfo {
+            conversation,
+            lang: p.lang().map(str::to_owned),
+            page: p.page().map(str::to_owned),
+            referrer: p.referrer().map(str::to_owned),
+        },
+    }
+}
+
+/// A transcript item from its stored form.
+fn item_from(s: StoredItem) -> Item {
+    Item {
+        seq: s.seq,
+        from: match s.author {
+            store::Author::Visitor => Author::Visitor,
+            store::Author::Ai => Author::Ai,
+            store::Author::Agent => Author::Agent,
+        },
+        text: s.text,
+        ts: s.ts_ms,
+        id: s.client_id,
+        reply: s.reply_id,
+        sources: s
+            .sources_json
+            .and_then(|j| serde_json::from_str::<Vec<Source>>(&j).ok()),
+        name: s.agent_name,
+    }
+}
+
+/// A session from its stored form.
+pub(crate) fn session_from(key: SessionKey, st: StoredSession, now: Instant) -> Session {
+    let c = st.conversation;
+    let page =
+        (c.page.lang.is_some() || c.page.page.is_some() || c.page.referrer.is_some()).then(|| {
+            PageInfo::from_parts(
+                c.page.lang.as_deref(),
+                c.page.page.as_deref(),
+                c.page.referrer.as_deref(),
+            )
+        });
+    let restored = Restored {
+        items: st.items.into_iter().map(item_from).collect(),
+        next_seq: st.next_seq,
+        acked: st.client_ids.into_iter().collect(),
+        page,
+        needs_human: c.needs_human.map(|m| m.reason),
+    };
+    Session::restore(
+        key,
+        ConversationId::from_bytes(c.id),
+        Arc::from(st.site),
+        now,
+        restored,
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Worker {
+    /// Hands a session's records to the store; the session hears of the
+    /// commit through the inbox (`WorkerMsg::Committed`), in order.
+    pub(crate) fn commit(&self, key: SessionKey, records: Vec<Record>) {
+        let Some(conversation) = self.sessions.borrow().get(&key).map(|s| s.conversation) else {
+            return;
+        };
+        let at = unix_ms();
+        let writes: Vec<Write> = records
+            .into_iter()
+            .map(|r| write_for(r, conversation.bytes(), at))
+            .collect();
+        let inbox = self.shared.inboxes[self.id].clone();
+        self.store.write_many(
+            writes,
+            Some(Box::new(move |r: Result<(), store::StoreError>| {
+                let result = r.map_err(|e| e.to_string());
+                let _ = inbox.send(WorkerMsg::Committed { key, result });
+            })),
+        );
+    }
+
+    /// Records a new session (its first conversation) in the store. Nothing
+    /// waits for this: a session lost in a crash before its first message is
+    /// simply started afresh by the visitor.
+    pub(crate) fn record_session(&self, key: SessionKey, conversation: ConversationId, site: &str) {
+        self.store.write(
+            Write::SessionCreated {
+                key: key.bytes(),
+                conversation: conversation.bytes(),
+                site: site.to_string(),
+                created_ms: unix_ms(),
+            },
+            None,
+        );
+    }
+
+    /// An operation for a session that is not in memory: load it from the
+    /// store first (once, however many operations wait for it).
+    pub(crate) fn load_then(&self, key: SessionKey, sub: SubId, op: Op) {
+        let mut loading = self.loading.borrow_mut();
+        if let Some(waiting) = loading.get_mut(&key) {
+            waiting.push((sub, op));
+            return;
+        }
+        loading.insert(key, vec![(sub, op)]);
+        drop(loading);
+        let inbox = self.shared.inboxes[self.id].clone();
+        self.store.load_session(
+            &key.bytes(),
+            Box::new(move |r| {
+                let result = r.map(|o| o.map(Box::new)).map_err(|e| e.to_string());
+                let _ = inbox.send(WorkerMsg::Loaded { key, result });
+            }),
+        );
+    }
+
+    /// The store answered a load: the session (if any) joins the others and
+    /// the operations that waited for it run.
+    pub(crate) fn on_loaded(
+        self: &Rc<Self>,
+        key: SessionKey,
+        result: Result<Option<Box<StoredSession>>, String>,
+    ) {
+        let waiting = self.loading.borrow_mut().remove(&key).unwrap_or_default();
+        match result {
+            Ok(Some(st)) => {
+                let s = session_from(key, *st, Instant::now());
+                self.sessions.borrow_mut().insert(key, Box::new(s));
+                self.m().sessions.add(1);
+                self.m().sessions_restored.inc();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(worker = self.id, error = %e, "cannot load a session from the store")
+            }
+        }
+        for (sub, op) in waiting {
+            self.run_op_loaded(key, sub, op);
+        }
+    }
+}
