@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Do not pin workers to cores.
     #[arg(long, env = "LC_NO_PIN")]
     pub no_pin: bool,
+    /// An OpenAI-compatible inference server, `http://host:port` (repeatable;
+    /// none: the in-process simulator).
+    #[arg(long = "inference", env = "LC_INFERENCE", value_delimiter = ',')]
+    pub inference: Vec<String>,
 }
 
 /// The whole configuration, as the TOML file spells it.
@@ -113,8 +117,6 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Sessions and their cookie.
     pub session: SessionConfig,
-    /// The placeholder answerer used until an inference pool is configured.
-    pub answer: AnswerConfig,
     /// Inference: prompts, the pool, batching, admission.
     pub inference: InferenceConfig,
     /// The transcript store (SQLite in the data directory).
@@ -136,7 +138,6 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
             session: SessionConfig::default(),
-            answer: AnswerConfig::default(),
             inference: InferenceConfig::default(),
             store: StoreConfig::default(),
             sites: BTreeMap::new(),
@@ -277,38 +278,101 @@ pub struct StoreConfig {
     pub sync: StoreSync,
 }
 
-/// The placeholder answerer's pace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AnswerConfig {
-    /// Delay before the first token.
-    pub first_token_ms: u64,
-    /// Delay between tokens.
-    pub token_interval_ms: u64,
-}
-
-impl Default for AnswerConfig {
-    fn default() -> Self {
-        AnswerConfig {
-            first_token_ms: 150,
-            token_interval_ms: 20,
-        }
-    }
-}
-
-/// Inference settings.
+/// Inference settings: where answers come from, batching, admission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {
+    /// OpenAI-compatible servers (`http://host:port`); none means the
+    /// in-process simulator (`--inference URL`, repeatable, overrides).
+    pub endpoints: Vec<String>,
+    /// `chat` (`/v1/chat/completions`, one stream per request) or
+    /// `completions` (`/v1/completions`, a whole batch in one request).
+    pub api: InferenceApi,
+    /// The model name sent to the servers.
+    pub model: String,
+    /// Sequences each server runs at once.
+    pub max_sequences: usize,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+    /// Longest a request waits for its batch to fill, milliseconds.
+    pub max_wait_ms: u64,
+    /// A message whose predicted time to first token is longer is refused
+    /// with `busy`, milliseconds.
+    pub ttft_budget_ms: u64,
+    /// Requests waiting for a server, at most.
+    pub queue_capacity: usize,
+    /// A reply not finished in this long fails (`unavailable`), milliseconds.
+    pub deadline_ms: u64,
+    /// Tokens per answer, at most.
+    pub max_tokens: u32,
     /// Token budget of a prompt: the site's instructions and as much of the
     /// conversation as fits, newest first.
     pub context_tokens: u32,
+    /// A reply nobody has watched for this long (the visitor left) is
+    /// cancelled upstream, milliseconds.
+    pub abandon_after_ms: u64,
+    /// The in-process simulator's latency model.
+    pub sim: SimSettings,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
         InferenceConfig {
+            endpoints: Vec::new(),
+            api: InferenceApi::Chat,
+            model: "default".into(),
+            max_sequences: 64,
+            max_batch: 16,
+            max_wait_ms: 2,
+            ttft_budget_ms: 1000,
+            queue_capacity: 1024,
+            deadline_ms: 30_000,
+            max_tokens: 256,
             context_tokens: 3000,
+            abandon_after_ms: 10_000,
+            sim: SimSettings::default(),
+        }
+    }
+}
+
+/// Which OpenAI API the gateway calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceApi {
+    /// `/v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `/v1/completions` with array prompts.
+    Completions,
+}
+
+/// The simulated GPU server used when no endpoint is configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSettings {
+    /// Prefill cost per prompt token, microseconds.
+    pub prefill_us_per_token: f64,
+    /// One decode step with one sequence, milliseconds.
+    pub decode_step_ms: f64,
+    /// Extra step time per additional sequence, as a fraction of a step.
+    pub batch_slowdown: f64,
+    /// Sequences decoding at once (the KV cache); more wait.
+    pub kv_capacity: usize,
+    /// Each step's time varies by up to this fraction.
+    pub jitter: f64,
+    /// Seed of the jitter.
+    pub seed: u64,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            prefill_us_per_token: 100.0,
+            decode_step_ms: 20.0,
+            batch_slowdown: 0.015,
+            kv_capacity: 64,
+            jitter: 0.0,
+            seed: 1,
         }
     }
 }
@@ -393,6 +457,9 @@ impl Config {
         if args.no_pin {
             c.pin_workers = false;
         }
+        if !args.inference.is_empty() {
+            c.inference.endpoints = args.inference.clone();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -427,6 +494,25 @@ impl Config {
             return bad(
                 "limits.idle_timeout_ms",
                 "must be longer than limits.ping_interval_ms",
+            );
+        }
+        let inf = &self.inference;
+        if inf.max_batch == 0 || inf.max_sequences == 0 || inf.queue_capacity == 0 {
+            return bad(
+                "inference",
+                "max_batch, max_sequences and queue_capacity must be positive",
+            );
+        }
+        if inf.max_tokens == 0 || inf.context_tokens < 64 {
+            return bad(
+                "inference",
+                "max_tokens must be positive and context_tokens at least 64",
+            );
+        }
+        if inf.sim.kv_capacity == 0 || inf.sim.decode_step_ms <= 0.0 {
+            return bad(
+                "inference.sim",
+                "kv_capacity and decode_step_ms must be positive",
             );
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {

@@ -115,6 +115,8 @@ pub struct WorkerMetrics {
     pub refused_full: Counter,
     /// Open WebSockets (chat and echo).
     pub websockets: Gauge,
+    /// Long-polls held, waiting for a message.
+    pub polls_held: Gauge,
     /// Sessions whose state this worker owns.
     pub sessions: Gauge,
     /// Sessions loaded back from the store (after a restart or an eviction).
@@ -253,6 +255,11 @@ pub fn render(workers: &[WorkerMetrics], max_connections: usize, out: &mut Strin
     let _ = writeln!(out, "# HELP lc_connections_open Open connections.\n# TYPE lc_connections_open gauge\nlc_connections_open {}", gauge_sum(&|w| w.connections.get()));
     let _ = writeln!(out, "# HELP lc_connections_max Connections allowed before 503.\n# TYPE lc_connections_max gauge\nlc_connections_max {max_connections}");
     let _ = writeln!(out, "# HELP lc_websockets_open Open WebSockets.\n# TYPE lc_websockets_open gauge\nlc_websockets_open {}", gauge_sum(&|w| w.websockets.get()));
+    let _ = writeln!(
+        out,
+        "# HELP lc_polls_held Long-polls held, waiting for a message.\n# TYPE lc_polls_held gauge\nlc_polls_held {}",
+        gauge_sum(&|w| w.polls_held.get())
+    );
     let _ = writeln!(
         out,
         "# HELP lc_sessions Sessions held in memory.\n# TYPE lc_sessions gauge\nlc_sessions {}",

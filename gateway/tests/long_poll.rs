@@ -114,13 +114,13 @@ fn held_recv_completes_when_a_message_arrives(driver: &str) {
     assert_eq!(v["cursor"], cursor + 1);
 }
 
-/// Whether some connection is holding a poll (two connections open: the held one and ours).
+/// Whether a poll is held now.
 fn poll_is_held(gw: &Gateway) -> bool {
     let m = http(
         gw.addr,
         "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
-    m.lines().any(|l| l == "lc_connections_open 2")
+    m.lines().any(|l| l == "lc_polls_held 1")
 }
 
 fn new_recv_ends_the_held_one(driver: &str) {

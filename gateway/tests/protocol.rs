@@ -93,7 +93,7 @@ fn every_socket_of_a_session_receives(driver: &str) {
 fn reply_continues_on_new_socket(driver: &str) {
     let gw = Gateway::with(Opts {
         driver,
-        config: Some("[answer]\nfirst_token_ms = 10\ntoken_interval_ms = 40\n"),
+        config: Some("[inference.sim]\ndecode_step_ms = 40.0\n"),
         ..Default::default()
     });
     let mut a = connect(&gw, "/ws?site=demo", None, None).unwrap();
@@ -189,7 +189,7 @@ fn session_cookie_attributes(driver: &str) {
 fn many_sessions_many_messages(driver: &str) {
     let gw = Gateway::with(Opts {
         driver,
-        config: Some("[answer]\nfirst_token_ms = 1\ntoken_interval_ms = 1\n"),
+        config: None,
         ..Default::default()
     });
     let started = Instant::now();

@@ -1,10 +1,92 @@
-//! Inference for the live-chat gateway.
+//! Inference for the live-chat gateway: an OpenAI-compatible streaming client
+//! over a pool of endpoints, a dynamic batcher, surge admission, and a
+//! simulator of a GPU inference server (in-process, or served over HTTP by
+//! the `inference-sim` binary).
 //!
-//! Today this crate holds the in-process simulator that stands in for a GPU
-//! inference server (`sim`). The OpenAI-compatible streaming client, the
-//! endpoint pool, the dynamic batcher and admission control come next; the
-//! gateway already consumes answers through [`sim::Simulator::answer`]'s shape (a
-//! first-token delay, then pieces at an interval) so those parts slot in
-//! behind it.
+//! # Using it from the gateway
+//!
+//! ```no_run
+//! use inference_client::{
+//!     count_prompt_tokens, Backend, ChatMessage, Event, GenerateRequest, Role, Service,
+//!     ServiceConfig,
+//! };
+//!
+//! // One service per process: its own thread and monoio runtime.
+//! let cfg = ServiceConfig::with_backend(Backend::from_urls(&["in-process"])?);
+//! let service = Service::start(cfg)?;
+//!
+//! // One client per gateway worker, moved into the worker's thread; its
+//! // events go to the sink (here a flume channel, as the workers' inboxes are).
+//! let (tx, rx) = flume::unbounded::<Event>();
+//! let client = service.client(Box::new(tx));
+//!
+//! let messages = vec![
+//!     ChatMessage::new(Role::System, "You answer briefly."),
+//!     ChatMessage::new(Role::User, "Where is my parcel?"),
+//! ];
+//! match client.admit(count_prompt_tokens(&messages)) {
+//!     Err(busy) => println!("busy, retry after {:?}", busy.retry_after),
+//!     Ok(()) => {
+//!         client.submit(GenerateRequest::new(1, messages, 256));
+//!         for ev in rx.iter() {
+//!             match ev {
+//!                 Event::Token { text, .. } => print!("{text}"),
+//!                 Event::Done { timings, .. } => { println!(" ({:?})", timings.ttft); break }
+//!                 Event::Failed { error, .. } => { println!("failed: {error}"); break }
+//!                 Event::Embeddings { .. } => {}
+//!             }
+//!         }
+//!     }
+//! }
+//! # Ok::<(), inference_client::InferenceError>(())
+//! ```
+//!
+//! The API, in short:
+//!
+//! - [`Service::start`]`(ServiceConfig) -> Result<Service, InferenceError>`; the
+//!   backend is [`Backend::InProcess`] (the default) or [`Backend::Endpoints`]
+//!   (see [`Backend::from_urls`] for the gateway's repeatable `--inference URL`).
+//! - [`Service::client`]`(Box<dyn EventSink>) -> Client`, [`Service::stats`]
+//!   `-> &Stats`, [`Service::shutdown`] (or drop).
+//! - [`Client::admit`]`(prompt_tokens) -> Result<(), Busy>`, decided at once
+//!   on the caller's thread; [`Client::submit`]`(GenerateRequest)`;
+//!   [`Client::cancel`]`(RequestId)`; [`Client::embed`]`(RequestId, Vec<String>)`.
+//! - Each request's events at the sink: zero or more [`Event::Token`], then
+//!   exactly one [`Event::Done`] or [`Event::Failed`] (with an
+//!   [`InferenceError`]: `Unavailable`, `Deadline`, `Upstream`, `Cancelled`, ...).
+//! - [`count_tokens`] / [`count_prompt_tokens`]: the token estimate used for
+//!   budgets and admission.
+//!
+//! # Modules
+//!
+//! Sans-IO cores: [`chunked`], [`sse`], [`http`] (`request`, `response`),
+//! [`openai`], [`pool`], [`batcher`], [`admission`], [`sim::engine`],
+//! [`sim::model`]. I/O shells on monoio: [`http::conn`], the service thread
+//! ([`service`]) and the simulator's server ([`sim::server`]).
 
+pub mod admission;
+pub mod batcher;
+pub mod chunked;
+pub mod error;
+pub mod http;
+pub mod openai;
+pub mod pool;
+pub mod runtime;
+pub mod service;
+pub mod signal;
 pub mod sim;
+pub mod sse;
+pub mod stats;
+pub mod tokens;
+
+pub use admission::Busy;
+pub use error::{Fault, InferenceError};
+pub use openai::{ChatMessage, FinishReason, Role, Usage};
+pub use runtime::{DriverKind, IoDriver};
+pub use service::{
+    Api, Backend, Client, EndpointConfig, Event, EventSink, FnSink, GenerateRequest, RequestId,
+    Service, ServiceConfig, Timings,
+};
+pub use sim::{LatencyModel, SimOptions};
+pub use stats::{HistogramSnapshot, Stats};
+pub use tokens::{count_prompt_tokens, count_tokens};

@@ -681,7 +681,10 @@ impl Worker {
                     self.m().websockets.add(-1);
                     None
                 }
-                Mode::PollHeld(h) => Some(h.key),
+                Mode::PollHeld(h) => {
+                    self.m().polls_held.add(-1);
+                    Some(h.key)
+                }
                 Mode::Pending(p) => Some(p.key()),
                 _ => None,
             };
@@ -878,7 +881,10 @@ impl Worker {
                 self.submit(ws.key, sub, Op::Detach);
             }
             Mode::Echo(_) => self.m().websockets.add(-1),
-            Mode::PollHeld(h) => self.submit(h.key, sub, Op::Detach),
+            Mode::PollHeld(h) => {
+                self.m().polls_held.add(-1);
+                self.submit(h.key, sub, Op::Detach)
+            }
             Mode::Pending(p) => self.submit(p.key(), sub, Op::Detach),
             Mode::Http | Mode::Closing => {}
         }

@@ -6,6 +6,7 @@
 //! flume channels. The sans-IO cores (`http`, `ws`, `chat`, `session`) decide;
 //! this module moves bytes and carries out their effects.
 
+mod answer;
 mod conn;
 mod driver;
 mod persist;
@@ -19,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use inference_client::sim::{SimConfig, Simulator};
 use thiserror::Error;
 
 use crate::config::{Config, IoDriver};
@@ -49,7 +49,6 @@ pub struct Shared {
     pub max_connections: usize,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
-    simulator: Simulator,
 }
 
 /// Why the server cannot start or did not stop cleanly.
@@ -74,6 +73,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The inference service cannot start (a bad endpoint URL, say).
+    #[error("inference: {0}")]
+    Inference(#[from] inference_client::InferenceError),
     /// The transcript store cannot be opened or closed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -96,6 +98,7 @@ pub struct Running {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     store: Option<crate::store::Store>,
+    inference: Option<inference_client::Service>,
 }
 
 impl Running {
@@ -123,12 +126,70 @@ impl Running {
                 first_err.get_or_insert(ServerError::Worker { worker, source });
             }
         }
+        // No worker asks for answers any more: stop the inference service,
+        // then make everything durable.
+        if let Some(service) = self.inference.take() {
+            service.shutdown();
+        }
         if let Some(store) = self.store.take() {
             if let Err(e) = store.close() {
                 first_err.get_or_insert(ServerError::Store(e));
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The inference service's settings from the gateway's configuration.
+fn service_config(c: &Config) -> inference_client::ServiceConfig {
+    use inference_client::{Api, Backend, EndpointConfig, LatencyModel, ServiceConfig, SimOptions};
+    use std::time::Duration;
+    let inf = &c.inference;
+    let backend = if inf.endpoints.is_empty() {
+        let sim = &inf.sim;
+        Backend::InProcess(SimOptions {
+            latency: LatencyModel {
+                prefill_us_per_token: sim.prefill_us_per_token,
+                decode_step: Duration::from_secs_f64(sim.decode_step_ms / 1000.0),
+                batch_slowdown: sim.batch_slowdown,
+                kv_capacity: sim.kv_capacity,
+                jitter: sim.jitter,
+                seed: sim.seed,
+                ..LatencyModel::default()
+            },
+            max_tokens: inf.max_tokens,
+            ..SimOptions::default()
+        })
+    } else {
+        Backend::Endpoints(
+            inf.endpoints
+                .iter()
+                .map(|url| {
+                    let mut e = EndpointConfig::new(url.as_str());
+                    e.max_sequences = inf.max_sequences;
+                    e.api = match inf.api {
+                        crate::config::InferenceApi::Chat => Api::Chat,
+                        crate::config::InferenceApi::Completions => Api::Completions,
+                    };
+                    e
+                })
+                .collect(),
+        )
+    };
+    ServiceConfig {
+        backend,
+        model: inf.model.clone(),
+        max_batch: inf.max_batch,
+        max_wait: Duration::from_millis(inf.max_wait_ms),
+        ttft_budget: Duration::from_millis(inf.ttft_budget_ms),
+        queue_capacity: inf.queue_capacity,
+        request_deadline: Duration::from_millis(inf.deadline_ms),
+        io_driver: match c.io_driver {
+            IoDriver::Auto => inference_client::IoDriver::Auto,
+            IoDriver::Uring => inference_client::IoDriver::Uring,
+            IoDriver::Epoll => inference_client::IoDriver::Epoll,
+        },
+        ..ServiceConfig::default()
     }
 }
 
@@ -191,10 +252,12 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     }
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
-    let simulator = Simulator::new(SimConfig {
-        first_token: std::time::Duration::from_millis(config.answer.first_token_ms),
-        token_interval: std::time::Duration::from_millis(config.answer.token_interval_ms),
-    });
+    let service = inference_client::Service::start(service_config(&config))?;
+    // One client per worker; its events arrive in that worker's inbox.
+    let clients: Vec<inference_client::Client> = txs
+        .iter()
+        .map(|tx| service.client(Box::new(worker::InboxSink(tx.clone()))))
+        .collect();
     let shared = Arc::new(Shared {
         metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
         store_stats: store.stats().clone(),
@@ -203,7 +266,6 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         open_conns: AtomicUsize::new(0),
         max_connections,
         stopping: AtomicBool::new(false),
-        simulator,
         config,
     });
 
@@ -212,7 +274,8 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         .map(|c| c.get())
         .unwrap_or(1);
     let mut threads = Vec::with_capacity(n);
-    for (id, (listener, inbox)) in listeners.into_iter().zip(rxs).enumerate() {
+    let workers = listeners.into_iter().zip(rxs).zip(clients);
+    for (id, ((listener, inbox), client)) in workers.enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let store_handle = store.handle();
@@ -228,7 +291,16 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                 }
                 let ready_on_err = ready.clone();
                 let r = driver::run_on(choice, id, move |driver| {
-                    worker::run(id, shared, listener, inbox, store_handle, driver, ready)
+                    worker::run(worker::Parts {
+                        id,
+                        shared,
+                        listener,
+                        inbox,
+                        store: store_handle,
+                        inference: client,
+                        driver,
+                        ready,
+                    })
                 });
                 match r {
                     Ok(result) => result,
@@ -254,6 +326,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     shared,
                     threads,
                     store: Some(store),
+                    inference: Some(service),
                 };
                 running.shutdown();
                 let worker = 0;
@@ -282,5 +355,6 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         shared,
         threads,
         store: Some(store),
+        inference: Some(service),
     })
 }

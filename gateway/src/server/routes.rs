@@ -50,6 +50,7 @@ impl Worker {
                 let mut s = String::with_capacity(8192);
                 crate::metrics::render(&self.shared.metrics, self.shared.max_connections, &mut s);
                 crate::metrics::render_store(&self.shared.store_stats, &mut s);
+                self.inference.stats().render_prometheus(&mut s);
                 let r = response::with_body(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -423,6 +424,7 @@ impl Worker {
     ) {
         let hold = Duration::from_millis(self.shared.config.limits.poll_hold_ms);
         if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
+            self.m().polls_held.add(1);
             c.mode = Mode::PollHeld(Box::new(PollHeld {
                 key,
                 cursor,
@@ -500,7 +502,10 @@ impl Worker {
             let mut conns = self.conns.borrow_mut();
             let c = &mut conns[slot];
             match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::PollHeld(h) => h,
+                Mode::PollHeld(h) => {
+                    self.m().polls_held.add(-1);
+                    h
+                }
                 other => {
                     // Not waiting (timed out, or closed): the messages stay in
                     // the session's log for the next recv.
@@ -520,7 +525,10 @@ impl Worker {
             let Some(c) = conns.get_mut(slot) else { return };
             let sub = super::worker::make_sub(self.id, slot, c.gen);
             match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::PollHeld(h) => (h, sub),
+                Mode::PollHeld(h) => {
+                    self.m().polls_held.add(-1);
+                    (h, sub)
+                }
                 other => {
                     c.mode = other;
                     return;

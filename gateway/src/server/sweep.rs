@@ -38,6 +38,7 @@ pub(crate) async fn run(w: Rc<Worker>) {
         let now = Instant::now();
         *w.date.borrow_mut() = http_date();
         w.sweep(now);
+        w.abandon_unwatched(now);
         if ticks % 60 == 0 {
             w.evict_sessions(now);
         }

@@ -20,12 +20,14 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use slab::Slab;
 
+pub(crate) use super::answer::InboxSink;
+use super::answer::ServiceAdmission;
 use super::conn::{self, Conn};
 use super::{sweep, sys, Shared};
 use crate::chat::client::{ClientError, ClientMsg};
 use crate::metrics::{DriverKind, WorkerMetrics};
 use crate::session::token::{ConversationId, SessionKey};
-use crate::session::{AdmitAll, AnswerJob, Now, Origin, Out, Session, Settings, SubId};
+use crate::session::{Now, Origin, Out, Session, Settings, SubId};
 use crate::sites::Site;
 use crate::store::StoreHandle;
 
@@ -72,6 +74,8 @@ pub(crate) enum WorkerMsg {
         key: SessionKey,
         result: Result<Option<Box<crate::store::StoredSession>>, String>,
     },
+    /// An event of the inference service about one of this worker's requests.
+    Inference(inference_client::Event),
     /// Begin a graceful shutdown.
     Shutdown,
 }
@@ -133,6 +137,11 @@ pub(crate) struct Worker {
     /// Sessions being loaded from the store, and the operations waiting for them.
     pub(crate) loading: RefCell<HashMap<SessionKey, Vec<(SubId, Op)>>>,
     pub(crate) store: StoreHandle,
+    /// This worker's handle on the inference service.
+    pub(crate) inference: inference_client::Client,
+    /// Requests in flight: which session's which reply.
+    pub(crate) requests: RefCell<HashMap<inference_client::RequestId, (SessionKey, String)>>,
+    pub(crate) next_request: Cell<inference_client::RequestId>,
     next_gen: Cell<u64>,
     /// The one read buffer every connection of this worker reads into.
     pub(crate) read_buf: RefCell<Vec<u8>>,
@@ -147,16 +156,31 @@ pub(crate) struct Worker {
 /// Per-worker read buffer: one large read per readiness event.
 const READ_BUF: usize = 64 * 1024;
 
-/// Runs a worker until shutdown completes. `ready` learns once it accepts.
-pub(crate) async fn run(
-    id: usize,
-    shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    inbox: flume::Receiver<WorkerMsg>,
-    store: StoreHandle,
-    driver: DriverKind,
-    ready: std::sync::mpsc::Sender<std::io::Result<(usize, DriverKind)>>,
-) -> std::io::Result<()> {
+/// What a worker is started with.
+pub(crate) struct Parts {
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) listener: std::net::TcpListener,
+    pub(crate) inbox: flume::Receiver<WorkerMsg>,
+    pub(crate) store: StoreHandle,
+    pub(crate) inference: inference_client::Client,
+    pub(crate) driver: DriverKind,
+    /// Learns once the worker accepts (or why it cannot).
+    pub(crate) ready: std::sync::mpsc::Sender<std::io::Result<(usize, DriverKind)>>,
+}
+
+/// Runs a worker until shutdown completes.
+pub(crate) async fn run(p: Parts) -> std::io::Result<()> {
+    let Parts {
+        id,
+        shared,
+        listener,
+        inbox,
+        store,
+        inference,
+        driver,
+        ready,
+    } = p;
     shared.metrics[id]
         .driver
         .store(driver as u8, std::sync::atomic::Ordering::Relaxed);
@@ -186,6 +210,9 @@ pub(crate) async fn run(
         sessions: RefCell::new(HashMap::new()),
         loading: RefCell::new(HashMap::new()),
         store,
+        inference,
+        requests: RefCell::new(HashMap::new()),
+        next_request: Cell::new(1),
         next_gen: Cell::new(1),
         read_buf: RefCell::new(vec![0; READ_BUF]),
         date: RefCell::new(http_date()),
@@ -224,11 +251,6 @@ async fn inbox_loop(w: Rc<Worker>, inbox: flume::Receiver<WorkerMsg>) {
             w.on_msg(msg);
         }
     }
-}
-
-/// A token estimate: about four bytes of English text per token.
-fn approx_tokens(s: &str) -> u32 {
-    (s.len() as u32).div_ceil(4)
 }
 
 /// The widget config of a site that has been deleted while sessions remained.
@@ -274,6 +296,7 @@ impl Worker {
                 });
             }
             WorkerMsg::Loaded { key, result } => self.on_loaded(key, result),
+            WorkerMsg::Inference(ev) => self.on_inference(ev),
             WorkerMsg::Shutdown => self.stop.set(),
         }
     }
@@ -307,6 +330,7 @@ impl Worker {
         };
         let instructions = site.as_ref().map_or("", |s| s.config.instructions.as_str());
         let l = &self.shared.config.limits;
+        let admission = ServiceAdmission(&self.inference);
         f(&Settings {
             site_config,
             instructions,
@@ -314,8 +338,8 @@ impl Worker {
             history_items: self.shared.config.session.history_items,
             poll_log_cap: l.poll_log_messages,
             context_tokens: self.shared.config.inference.context_tokens,
-            count_tokens: approx_tokens,
-            admission: &AdmitAll,
+            count_tokens: inference_client::count_tokens,
+            admission: &admission,
         })
     }
 
@@ -457,15 +481,15 @@ impl Worker {
                 }
                 Out::Answer(job) => self.start_answer(key, job),
                 Out::Commit(records) => self.commit(key, records),
-                // The placeholder answerer stops by itself once its reply is gone.
-                Out::Cancel(_) => {}
+                Out::Cancel(replies) => self.cancel_replies(key, &replies),
+                Out::ReleaseAdmission => self.inference.release(),
             }
         }
     }
 
     /// Runs `f` on a session this worker owns and carries out its effects;
     /// false when the session is gone or `f` says so.
-    fn with_session(
+    pub(crate) fn with_session(
         self: &Rc<Self>,
         key: SessionKey,
         f: impl FnOnce(&mut Session, &mut Vec<Out>) -> bool,
@@ -479,25 +503,23 @@ impl Worker {
         r
     }
 
-    /// Streams the placeholder answerer's reply, token by token.
-    fn start_answer(self: &Rc<Self>, key: SessionKey, job: AnswerJob) {
-        let question = job.prompt.last().map_or("", |m| m.content.as_str());
-        let plan = self.shared.simulator.answer(question);
-        let w = self.clone();
-        monoio::spawn(async move {
-            monoio::time::sleep(plan.first_token).await;
-            for (i, piece) in plan.pieces.iter().enumerate() {
-                if i > 0 {
-                    monoio::time::sleep(plan.token_interval).await;
-                }
-                if !w.with_session(key, |s, out| s.reply_token(&job.reply, piece, out)) {
-                    return;
+    /// Cancels the replies of sessions nobody has watched for
+    /// `inference.abandon_after_ms` (the visitor closed the page).
+    pub(crate) fn abandon_unwatched(self: &Rc<Self>, now: Instant) {
+        let grace = Duration::from_millis(self.shared.config.inference.abandon_after_ms);
+        let mut effects = Vec::new();
+        for (key, s) in self.sessions.borrow_mut().iter_mut() {
+            if s.unwatched_since.is_some() && s.live_replies().next().is_some() {
+                let mut out = Vec::new();
+                s.abandon_unwatched(now, grace, &mut out);
+                if !out.is_empty() {
+                    effects.push((*key, out));
                 }
             }
-            w.with_session(key, |s, out| {
-                s.reply_done(&job.reply, Vec::new(), plan.confidence, Now::current(), out)
-            });
-        });
+        }
+        for (key, out) in effects {
+            self.apply(key, out);
+        }
     }
 
     /// Drops from memory the sessions nobody has used for a while; the store

@@ -181,6 +181,9 @@ pub enum Out {
     ErrorSent(ErrorCode),
     /// An `ack` went out this long after its message arrived (for metrics).
     Acked(Duration),
+    /// An admitted message will not be answered (it could not be stored):
+    /// give its place in line back.
+    ReleaseAdmission,
 }
 
 /// Why a reply failed.
@@ -723,6 +726,7 @@ impl Session {
                     t.acked.remove(&id);
                     t.items.retain(|i| i.seq != seq);
                 }
+                out.push(Out::ReleaseAdmission);
                 let msg = format!("the message could not be stored ({e}); resend it");
                 let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
                 self.broadcast(err, out);

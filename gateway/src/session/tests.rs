@@ -255,6 +255,10 @@ fn a_failed_commit_is_reported_and_forgotten() {
     sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
     out.clear();
     sess.on_committed(Err("disk full".into()), Instant::now(), &mut out);
+    assert!(
+        out.contains(&Out::ReleaseAdmission),
+        "its place in line is given back"
+    );
     let e = &sent_to(&out, 1)[0];
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),

@@ -15,6 +15,9 @@ use tungstenite::{Message, WebSocket};
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The simulated inference server at test speed: 1 ms per token.
+pub const FAST_SIM: &str = "\n[inference.sim]\ndecode_step_ms = 1.0\nprefill_us_per_token = 1.0\n";
+
 /// Runs a test body once per io driver.
 #[macro_export]
 macro_rules! both_drivers {
@@ -91,11 +94,14 @@ impl Gateway {
         for (k, v) in o.env {
             cmd.env(k, v);
         }
-        if let Some(cfg) = o.config {
-            let p = dir.path().join("gateway.toml");
-            std::fs::write(&p, cfg).expect("write config");
-            cmd.arg("--config").arg(p);
+        // The in-process simulator, fast: tests wait for whole answers.
+        let mut cfg = o.config.unwrap_or("").to_string();
+        if !cfg.contains("[inference.sim]") {
+            cfg.push_str(FAST_SIM);
         }
+        let p = dir.path().join("gateway.toml");
+        std::fs::write(&p, cfg).expect("write config");
+        cmd.arg("--config").arg(p);
         let mut child = cmd.spawn().expect("spawn gateway");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

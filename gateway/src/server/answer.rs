@@ -1,0 +1,129 @@
+//! The worker's side of answering: a session's answer job becomes a request to
+//! the inference service, the service's events (tokens, done, failures) come
+//! back through the worker's inbox and go to the session that asked, and
+//! admission is asked before a message is accepted.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use inference_client::{
+    ChatMessage, Event, EventSink, GenerateRequest, InferenceError, RequestId, Role,
+};
+
+use super::worker::{Worker, WorkerMsg};
+use crate::session::prompt::{self, PromptMessage};
+use crate::session::token::SessionKey;
+use crate::session::{Admission, AnswerJob, Now, ReplyFailure};
+
+/// Delivers the inference service's events to one worker's inbox.
+pub(crate) struct InboxSink(pub(crate) flume::Sender<WorkerMsg>);
+
+impl EventSink for InboxSink {
+    fn send(&self, ev: Event) {
+        let _ = self.0.send(WorkerMsg::Inference(ev));
+    }
+}
+
+/// Admission as the inference service predicts it, for the session.
+pub(crate) struct ServiceAdmission<'a>(pub(crate) &'a inference_client::Client);
+
+impl Admission for ServiceAdmission<'_> {
+    fn admit(&self, prompt_tokens: u32) -> Result<(), Duration> {
+        self.0.admit(prompt_tokens).map_err(|b| b.retry_after)
+    }
+}
+
+/// Confidence reported in `done` until answers are grounded in a knowledge
+/// base: without retrieval scores the gateway cannot judge an answer.
+const UNGROUNDED_CONFIDENCE: f32 = 0.5;
+
+fn to_chat(m: PromptMessage) -> ChatMessage {
+    ChatMessage {
+        role: match m.role {
+            prompt::Role::System => Role::System,
+            prompt::Role::User => Role::User,
+            prompt::Role::Assistant => Role::Assistant,
+        },
+        content: m.content,
+    }
+}
+
+impl Worker {
+    /// Sends a session's answer job to the inference service.
+    pub(crate) fn start_answer(&self, key: SessionKey, job: AnswerJob) {
+        let id: RequestId = self.next_request.get();
+        self.next_request.set(id + 1);
+        self.requests.borrow_mut().insert(id, (key, job.reply));
+        let inf = &self.shared.config.inference;
+        let now = Instant::now();
+        let mut req = GenerateRequest::new(
+            id,
+            job.prompt.into_iter().map(to_chat).collect(),
+            inf.max_tokens,
+        );
+        req.deadline = Some(now + Duration::from_millis(inf.deadline_ms));
+        req.submitted = now;
+        self.inference.submit(req);
+    }
+
+    /// Stops the replies a session gave up (their visitor left).
+    pub(crate) fn cancel_replies(&self, key: SessionKey, replies: &[String]) {
+        let ids: Vec<RequestId> = self
+            .requests
+            .borrow()
+            .iter()
+            .filter(|(_, (k, r))| *k == key && replies.contains(r))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.requests.borrow_mut().remove(&id);
+            self.inference.cancel(id);
+        }
+    }
+
+    /// One event from the inference service.
+    pub(crate) fn on_inference(self: &Rc<Self>, ev: Event) {
+        match ev {
+            Event::Token { id, text } => {
+                let Some((key, reply)) = self.requests.borrow().get(&id).cloned() else {
+                    return;
+                };
+                if !self.with_session(key, |s, out| s.reply_token(&reply, &text, out)) {
+                    // The reply is gone (cancelled, or its session): stop generating it.
+                    self.requests.borrow_mut().remove(&id);
+                    self.inference.cancel(id);
+                }
+            }
+            Event::Done { id, .. } => {
+                let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
+                    return;
+                };
+                self.with_session(key, |s, out| {
+                    s.reply_done(
+                        &reply,
+                        Vec::new(),
+                        UNGROUNDED_CONFIDENCE,
+                        Now::current(),
+                        out,
+                    )
+                });
+            }
+            Event::Failed { id, error } => {
+                let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
+                    return;
+                };
+                let why = match error {
+                    InferenceError::Cancelled | InferenceError::Shutdown => return,
+                    InferenceError::Deadline => ReplyFailure::Deadline,
+                    e => {
+                        tracing::warn!(worker = self.id, error = %e, "a reply failed upstream");
+                        ReplyFailure::Unavailable
+                    }
+                };
+                self.with_session(key, |s, out| s.reply_failed(&reply, why, out));
+            }
+            // Embeddings are asked for by the knowledge base, not by sessions.
+            Event::Embeddings { .. } => {}
+        }
+    }
+}
