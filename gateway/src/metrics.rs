@@ -6,51 +6,14 @@
 //! worker's block and sums.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::chat::ErrorCode;
 
-/// A counter written by one thread only.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds `n`. Only the owning worker may call this.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        // Single writer: a plain load and store cannot lose an update.
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    /// Adds one.
-    #[inline]
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
-}
-
-/// A gauge written by one thread only.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    /// Adds `n` (may be negative). Only the owning worker may call this.
-    #[inline]
-    pub fn add(&self, n: i64) {
-        self.0.store(self.0.load(Relaxed) + n, Relaxed);
-    }
-
-    /// Current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Relaxed)
-    }
-}
+/// Counters and gauges written by one thread only: a relaxed load and store,
+/// not a locked read-modify-write (shared with the inference service's stats).
+pub use inference_client::stats::{Counter, Gauge};
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 16] = [
@@ -88,6 +51,15 @@ pub enum DriverKind {
     Uring = 1,
     /// epoll (monoio's legacy driver).
     Epoll = 2,
+}
+
+impl From<inference_client::DriverKind> for DriverKind {
+    fn from(d: inference_client::DriverKind) -> Self {
+        match d {
+            inference_client::DriverKind::Uring => DriverKind::Uring,
+            inference_client::DriverKind::Epoll => DriverKind::Epoll,
+        }
+    }
 }
 
 impl DriverKind {

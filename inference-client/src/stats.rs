@@ -46,6 +46,12 @@ impl Gauge {
         self.0.store(v, Relaxed);
     }
 
+    /// Adds `n` (may be negative; only the owning thread may call this).
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed) + n, Relaxed);
+    }
+
     /// Current value.
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)

@@ -8,7 +8,6 @@
 
 mod answer;
 mod conn;
-mod driver;
 mod persist;
 mod routes;
 mod sweep;
@@ -140,6 +139,15 @@ impl Running {
     }
 }
 
+/// The runtime's driver choice for the configured one.
+fn io_driver(d: IoDriver) -> inference_client::IoDriver {
+    match d {
+        IoDriver::Auto => inference_client::IoDriver::Auto,
+        IoDriver::Uring => inference_client::IoDriver::Uring,
+        IoDriver::Epoll => inference_client::IoDriver::Epoll,
+    }
+}
+
 /// The inference service's settings from the gateway's configuration.
 fn service_config(c: &Config) -> inference_client::ServiceConfig {
     use inference_client::{Api, Backend, EndpointConfig, LatencyModel, ServiceConfig, SimOptions};
@@ -184,11 +192,7 @@ fn service_config(c: &Config) -> inference_client::ServiceConfig {
         ttft_budget: Duration::from_millis(inf.ttft_budget_ms),
         queue_capacity: inf.queue_capacity,
         request_deadline: Duration::from_millis(inf.deadline_ms),
-        io_driver: match c.io_driver {
-            IoDriver::Auto => inference_client::IoDriver::Auto,
-            IoDriver::Uring => inference_client::IoDriver::Uring,
-            IoDriver::Epoll => inference_client::IoDriver::Epoll,
-        },
+        io_driver: io_driver(c.io_driver),
         ..ServiceConfig::default()
     }
 }
@@ -290,7 +294,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     }
                 }
                 let ready_on_err = ready.clone();
-                let r = driver::run_on(choice, id, move |driver| {
+                let r = inference_client::runtime::block_on(io_driver(choice), move |driver| {
                     worker::run(worker::Parts {
                         id,
                         shared,
@@ -298,7 +302,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                         inbox,
                         store: store_handle,
                         inference: client,
-                        driver,
+                        driver: driver.into(),
                         ready,
                     })
                 });

@@ -6,6 +6,7 @@
 //! [`Interval`] of measurements every second. It only moves bytes and time;
 //! every decision about the protocol is in `session`.
 
+use inference_client::runtime::{self, IoDriver};
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -161,42 +162,16 @@ pub fn run(spec: WorkerSpec) {
     }
     let tx = spec.tx.clone();
     let index = spec.index;
-    let try_uring = match spec.driver {
-        DriverChoice::Auto => monoio::utils::detect_uring(),
-        DriverChoice::IoUring => true,
-        DriverChoice::Epoll => false,
+    let choice = match spec.driver {
+        DriverChoice::Auto => IoDriver::Auto,
+        DriverChoice::IoUring => IoDriver::Uring,
+        DriverChoice::Epoll => IoDriver::Epoll,
     };
-    if try_uring {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => {
-                rt.block_on(worker_main(spec, "io_uring"));
-                return;
-            }
-            Err(e) if spec.driver == DriverChoice::IoUring => {
-                let _ = tx.send(Report::Failed {
-                    worker: index,
-                    error: format!("io_uring cannot start here ({e}); use --driver epoll"),
-                });
-                return;
-            }
-            Err(_) => {}
-        }
-    }
-    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-    {
-        Ok(mut rt) => rt.block_on(worker_main(spec, "epoll")),
-        Err(e) => {
-            let _ = tx.send(Report::Failed {
-                worker: index,
-                error: format!("cannot start the epoll runtime: {e}"),
-            });
-        }
+    if let Err(e) = runtime::block_on(choice, move |kind| worker_main(spec, kind.as_str())) {
+        let _ = tx.send(Report::Failed {
+            worker: index,
+            error: format!("cannot start a runtime: {e}"),
+        });
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod script;
 
+use inference_client::runtime::{self, IoDriver};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
@@ -68,21 +69,13 @@ pub fn spawn(cfg: Config) -> io::Result<SocketAddr> {
 }
 
 fn serve_thread(l: std::net::TcpListener, b: Behaviour, epoll: bool) {
-    if !epoll && monoio::utils::detect_uring() {
-        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()
-        {
-            rt.block_on(accept_loop(l, b));
-            return;
-        }
-    }
-    if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-    {
-        rt.block_on(accept_loop(l, b));
+    let choice = if epoll {
+        IoDriver::Epoll
+    } else {
+        IoDriver::Auto
+    };
+    if let Err(e) = runtime::block_on(choice, |_| accept_loop(l, b)) {
+        eprintln!("loadgen-testserver: cannot start a runtime: {e}");
     }
 }
 
