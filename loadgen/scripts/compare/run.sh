@@ -11,7 +11,7 @@
 #   Artillery: artillery.yml + chat-processor.js (ws engine, function hooks match acks by id).
 #   Tsung:     tsung.xml (websocket plugin, <match> checks the ack's id, transaction tr_rtt).
 #
-# Usage: run.sh [sizes|ramp|ceiling|all|table]          (default all: sizes, ramp, ceiling)
+# Usage: run.sh [sizes|ramp|ceiling|limits|all|table]   (default all: sizes, ramp, ceiling, limits)
 #   sizes: N in $SIZES (default "100 1000 5000"), THINK=2 s, MESSAGES=10, RAMP=10 s
 #   ramp:  N=$RAMP_SESSIONS (default 1000), THINK in $RAMP_THINKS (default "1 0.5 0.25"),
 #          10 s of messages each, with a faster answer (first token 20 ms, 2 ms apart) so that a
@@ -26,7 +26,7 @@
 #          against the gateway; prints loadgen's summaries (in $OUT/limits/)
 #   table: print the table of what $OUT/results.jsonl holds
 # Environment: RUNS (3), RUN_FROM (1), TOOLS ("loadgen artillery tsung"), OUT (/tmp/loadgen-compare),
-#   BIN (a folder with gateway and loadgen; default: build them with cargo and copy them to
+#   BIN (a folder with gateway, loadgen and loadgen-testserver; default: build them with cargo and copy them to
 #   $OUT/bin so that rebuilds elsewhere do not change them under the measurement).
 # Runs are interleaved: for each size, run 1 of every tool, then run 2 of every tool, ...
 # Every run gets a fresh gateway (fresh data dir) and is bounded by `timeout`.
@@ -81,15 +81,19 @@ install() {
 }
 
 # ---------------------------------------------------------------- one gateway per run
-gateway_config() { # $1: first_token_ms, $2: token_interval_ms
+gateway_config() { # $1: milliseconds per streamed token (the simulated model's decode step)
+  # Limits and admission opened up, and a simulated GPU that never queues, so
+  # that the comparison measures the tools, not the gateway's protection.
   cat <<EOF
-# limits raised so that the comparison measures the tools, not the rate limiter
 [limits]
 message_rate = { per_sec = 1000.0, burst = 1000.0 }
 frame_rate = { per_sec = 1000.0, burst = 1000.0 }
-[answer]
-first_token_ms = $1
-token_interval_ms = $2
+[inference]
+ttft_budget_ms = 600000
+[inference.sim]
+decode_step_ms = $1
+kv_capacity = 1000000
+batch_slowdown = 0.0
 EOF
 }
 
@@ -160,7 +164,7 @@ run_tsung() { # dir N think messages ramp
   arate=$(python3 -c "print(round($n / $ramp, 3))")
   # Tsung starts at most maxnumber users and stops arriving at the phase's end; its launcher
   # truncates each wait to whole ms and its timers fire late, so it starts fewer than rate x
-  # duration (88% at 100/s, 72% at 500/s here). TSUNG_PHASE_FACTOR > 1 lengthens the phase.
+  # duration (87% at 100/s, 66% at 500/s here). TSUNG_PHASE_FACTOR > 1 lengthens the phase.
   phase=$(python3 -c "print(round($ramp * ${TSUNG_PHASE_FACTOR:-1}))")
   sed -e "s/@PORT@/$PORT/g; s/@SESSIONS@/$n/; s/@RAMP@/$phase/; s/@ARRIVAL_RATE@/$arate/" \
     -e "s/@MESSAGES@/$k/; s/@THINK@/$think/; s/@TEXT@/$TEXT/" "$HERE/tsung.xml" > "$dir/tsung.xml"
@@ -194,7 +198,7 @@ run_one() { # mode tool N think messages ramp run config
 }
 
 sizes() {
-  gateway_config 150 20 > "$OUT/gateway-sizes.toml"
+  gateway_config 20 > "$OUT/gateway-sizes.toml"
   for n in $SIZES; do
     for i in $(seq "$RUN_FROM" "$RUNS"); do
       for tool in $TOOLS; do
@@ -205,7 +209,7 @@ sizes() {
 }
 
 ramp() {
-  gateway_config 20 2 > "$OUT/gateway-ramp.toml"
+  gateway_config 2 > "$OUT/gateway-ramp.toml"
   for think in $RAMP_THINKS; do
     local k
     k=$(python3 -c "print(max(1, round(10 / $think)))")
@@ -218,7 +222,7 @@ ramp() {
 }
 
 ceiling() {
-  gateway_config 150 20 > "$OUT/gateway-sizes.toml"
+  gateway_config 20 > "$OUT/gateway-sizes.toml"
   local n=${CEIL_SESSIONS:-15000}
   for i in $(seq "${CEIL_RUNS:-1}"); do
     for tool in $TOOLS; do
@@ -254,7 +258,7 @@ limits() {
   done
   kill "$ts" 2> /dev/null || true
   wait "$ts" 2> /dev/null || true
-  gateway_config 150 20 > "$OUT/gateway-sizes.toml"
+  gateway_config 20 > "$OUT/gateway-sizes.toml"
   # the same light load against the gateway (its own share included: parse, SQLite commit, ack)
   for i in 1 2 3; do
     start_gateway "$dir/gw-floor-$i" "$OUT/gateway-sizes.toml"
@@ -284,8 +288,8 @@ case "${1:-all}" in
   ramp) install; ramp ;;
   ceiling) install; ceiling ;;
   limits) install; limits; exit 0 ;;
-  all) install; sizes; ramp; ceiling ;;
+  all) install; sizes; ramp; ceiling; limits ;;
   table) ;;
-  *) echo "usage: $0 [sizes|ramp|all|table]" >&2; exit 2 ;;
+  *) echo "usage: $0 [sizes|ramp|ceiling|limits|all|table]" >&2; exit 2 ;;
 esac
 python3 "$HERE/summarize.py" table "$OUT/results.jsonl"

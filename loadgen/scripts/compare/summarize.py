@@ -195,50 +195,46 @@ def run(d):
     print(json.dumps(rec))
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
+def med(rs, field):
+    xs = [r.get(field) for r in rs if r.get(field) is not None]
     return statistics.median(xs) if xs else None
 
 
-def fmt(x, unit="", nd=1):
+def fmt(x, nd=2):
     if x is None:
         return "-"
-    if isinstance(x, float) and nd == 0:
-        x = int(round(x))
-    elif isinstance(x, float) and nd is not None:
-        x = round(x, nd)
-        if x == int(x) and nd <= 1 and abs(x) >= 100:
-            x = int(x)
-    return f"{x}{unit}"
+    if nd == 0:
+        return f"{int(round(x)):,}"
+    return f"{x:.{nd}f}"
 
 
 def table(path):
-    recs = [json.loads(l) for l in open(path) if l.strip()]
+    """Medians over the runs of each (mode, sessions, think, tool), one table per mode."""
+    recs = [json.loads(line) for line in open(path) if line.strip()]
     groups = {}
     for r in recs:
         groups.setdefault((r["mode"], r["sessions"], r["think_s"], r["tool"]), []).append(r)
-    cols = ["mode", "sessions", "offered/s", "tool", "runs", "opened", "peak open (gw)",
-            "msgs acked", "peak rate/s (gw)", "errors", "rtt p50 ms", "rtt p99 ms",
-            "rtt mean ms", "rtt max ms", "ttft p50 ms", "ttft p99 ms", "tool CPU s", "tool us/msg",
-            "tool RSS MB", "RSS KB/opened session", "gw CPU s"]
-    rows = []
     order = {"loadgen": 0, "artillery": 1, "tsung": 2}
-    for key in sorted(groups, key=lambda k: (k[0], k[1], -k[2], order.get(k[3], 9))):
-        g = groups[key]
-        m = lambda f: med([r.get(f) for r in g])
-        mode, n, think, tool = key
-        rows.append([mode, n, fmt(n / think, nd=0), tool, len(g), fmt(m("opened"), nd=0),
-                     fmt(m("server_peak_open"), nd=0), fmt(m("acked"), nd=0),
-                     fmt(m("server_peak_rate"), nd=0), fmt(m("errors"), nd=0),
-                     fmt(m("rtt_p50"), nd=2), fmt(m("rtt_p99"), nd=2), fmt(m("rtt_mean"), nd=2),
-                     fmt(m("rtt_max"), nd=1), fmt(m("ttft_p50"), nd=1), fmt(m("ttft_p99"), nd=1),
-                     fmt(m("tool_cpu_s"), nd=1), fmt(m("tool_cpu_us_per_msg"), nd=0),
-                     fmt(m("tool_rss_mb"), nd=0), fmt(m("tool_rss_kb_per_session"), nd=1),
-                     fmt(m("gateway_cpu_s"), nd=1)])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
+    for mode in sorted({k[0] for k in groups}, key=lambda m: ["sizes", "ramp", "ceiling"].index(m)
+                       if m in ("sizes", "ramp", "ceiling") else 9):
+        keys = sorted((k for k in groups if k[0] == mode),
+                      key=lambda k: (k[1], -k[2], order.get(k[3], 9)))
+        runs = sorted({len(groups[k]) for k in keys})
+        print(f"\n{mode} (medians of {'/'.join(map(str, runs))} run(s))\n")
+        print("| sessions | offered msg/s | tool | sessions opened | peak open (gateway) "
+              "| msg/s (gateway, best 5 s) | rtt p50 ms | rtt p99 ms | rtt mean ms | rtt max ms "
+              "| ttft p50 ms | ttft p99 ms | errors | tool CPU s | tool peak RSS MB |")
+        print("|---" * 15 + "|")
+        for k in keys:
+            rs = groups[k]
+            _, n, think, tool = k
+            m = lambda field: med(rs, field)
+            cells = [f"{n:,}", fmt(n / think, 0), tool, fmt(m("opened"), 0),
+                     fmt(m("server_peak_open"), 0), fmt(m("server_peak_rate"), 0),
+                     fmt(m("rtt_p50")), fmt(m("rtt_p99")), fmt(m("rtt_mean")), fmt(m("rtt_max"), 1),
+                     fmt(m("ttft_p50"), 1), fmt(m("ttft_p99"), 1), fmt(m("errors"), 0),
+                     fmt(m("tool_cpu_s"), 1), fmt(m("tool_rss_mb"), 0)]
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
