@@ -1,6 +1,6 @@
 // Builds dist/ from src/: the loader bundled and minified to widget.js, the
 // chat window's script and styles inlined into chat.html (one request for the
-// iframe), and the demo page copied. `node build.mjs OUTDIR` builds elsewhere,
+// iframe), the agent desk's likewise into agent.html, and the demo page copied. `node build.mjs OUTDIR` builds elsewhere,
 // which is how test.sh checks that the committed dist/ is not stale.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -39,22 +39,32 @@ async function bundle(entry) {
 }
 
 await mkdir(out, { recursive: true });
-const [loader, chat, chatCss, chatHtml, demo] = await Promise.all([
+const [loader, chat, chatCss, chatHtml, agent, agentCss, agentHtml, demo] = await Promise.all([
   bundle('loader/loader.js'),
   bundle('chat/main.js'),
   minifyCss(src('chat/chat.css')),
   readFile(src('chat/chat.html'), 'utf8'),
+  bundle('agent/main.js'),
+  minifyCss(src('agent/agent.css')),
+  readFile(src('agent/agent.html'), 'utf8'),
   readFile(src('demo.html'), 'utf8'),
 ]);
-// A "</script" inside the bundle would end the inline script early.
-if (/<\/script/i.test(chat)) throw new Error('chat bundle contains </script');
-const html = chatHtml
-  .replace(/>\n</g, '><')
-  .replace('/*CSS*/', () => chatCss)
-  .replace('/*JS*/', () => chat);
+
+/** An HTML template with its script and styles inlined. */
+function inline(name, template, css, js) {
+  // A "</script" inside the bundle would end the inline script early.
+  if (/<\/script/i.test(js)) throw new Error(`${name} bundle contains </script`);
+  return template
+    .replace(/>\n</g, '><')
+    .replace('/*CSS*/', () => css)
+    .replace('/*JS*/', () => js);
+}
+const html = inline('chat', chatHtml, chatCss, chat);
+const desk = inline('agent', agentHtml, agentCss, agent);
 await Promise.all([
   writeFile(join(out, 'widget.js'), loader + '\n'),
   writeFile(join(out, 'chat.html'), html),
+  writeFile(join(out, 'agent.html'), desk),
   writeFile(join(out, 'demo.html'), demo),
 ]);
-console.log(`built ${out}: widget.js ${loader.length} B, chat.html ${html.length} B`);
+console.log(`built ${out}: widget.js ${loader.length} B, chat.html ${html.length} B, agent.html ${desk.length} B`);

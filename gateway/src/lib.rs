@@ -10,6 +10,7 @@ pub mod admin;
 pub mod assets;
 pub mod chat;
 pub mod config;
+pub mod desk;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -86,6 +86,13 @@ impl ConversationId {
     pub fn bytes(&self) -> [u8; 12] {
         self.0
     }
+
+    /// Parses the written form (`c_` and 16 base64url characters).
+    pub fn parse(s: &str) -> Option<Self> {
+        let b64 = s.strip_prefix("c_").filter(|r| r.len() == 16)?;
+        let v = URL_SAFE_NO_PAD.decode(b64).ok()?;
+        Some(ConversationId(v.try_into().ok()?))
+    }
 }
 
 impl std::fmt::Display for ConversationId {
@@ -122,5 +129,9 @@ mod tests {
         let a = ConversationId::random().unwrap().to_string();
         assert!(a.starts_with("c_") && a.len() == 18);
         assert_ne!(a, ConversationId::random().unwrap().to_string());
+        let id = ConversationId::random().unwrap();
+        assert_eq!(ConversationId::parse(&id.to_string()), Some(id));
+        assert_eq!(ConversationId::parse("c_short"), None);
+        assert_eq!(ConversationId::parse("x_AAAAAAAAAAAAAAAA"), None);
     }
 }

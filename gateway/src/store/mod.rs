@@ -49,9 +49,9 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use records::{
-    Assignment, Author, ConvId, ConversationId, ConversationState, ConversationSummary, CsatRating,
-    Mark, OfflineMessage, PageCursor, PageInfo, SessionKey, StoredItem, StoredSession, Transcript,
-    Write,
+    Assignment, Author, CannedReply, ConvId, ConversationId, ConversationState,
+    ConversationSummary, CsatRating, DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo,
+    SessionKey, StoredAgent, StoredItem, StoredSession, Transcript, Write,
 };
 pub use stats::{LatencyHistogram, StoreStats, BATCH_BUCKETS, LATENCY_BUCKETS_US};
 
@@ -620,6 +620,11 @@ impl StoreHandle {
     pub fn transcript(&self, conversation: &ConversationId, reply: Reply<Option<Transcript>>) {
         let conversation = *conversation;
         self.read(reply, move |rc| rc.transcript(&conversation));
+    }
+
+    /// Every agent account and canned reply (the agent desk loads them at start).
+    pub fn load_desk(&self, reply: Reply<DeskDirectory>) {
+        self.read(reply, move |rc| rc.load_desk());
     }
 
     /// The store's counters.

@@ -20,8 +20,9 @@ use std::time::Instant;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::records::{
-    Assignment, Author, ConvId, ConversationId, ConversationState, ConversationSummary, CsatRating,
-    Mark, OfflineMessage, PageCursor, PageInfo, SessionKey, StoredItem, StoredSession, Transcript,
+    Assignment, Author, CannedReply, ConvId, ConversationId, ConversationState,
+    ConversationSummary, CsatRating, DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo,
+    SessionKey, StoredAgent, StoredItem, StoredSession, Transcript,
 };
 use super::writer::key_hash;
 use super::{Shared, StoreError};
@@ -317,6 +318,46 @@ impl ReadConn {
             }))
         })();
         let _ = tx.finish();
+        r.map_err(err)
+    }
+
+    /// Every agent account and canned reply.
+    pub fn load_desk(&mut self) -> Result<DeskDirectory, StoreError> {
+        let err = self.sql_err("loading the agent desk");
+        let conn = &self.conn;
+        let r = (|| -> rusqlite::Result<DeskDirectory> {
+            let list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
+            let agents = conn
+                .prepare(
+                    "SELECT id, name, role, languages, skills, capacity, sites, token_hash, created_ms
+                     FROM agents ORDER BY id",
+                )?
+                .query_map([], |r| {
+                    Ok(StoredAgent {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        role: r.get(2)?,
+                        languages: list(r.get(3)?),
+                        skills: list(r.get(4)?),
+                        capacity: r.get(5)?,
+                        sites: list(r.get(6)?),
+                        token_hash: r.get(7)?,
+                        created_ms: r.get(8)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let canned = conn
+                .prepare("SELECT site, shortcut, text FROM canned_replies ORDER BY site, shortcut")?
+                .query_map([], |r| {
+                    Ok(CannedReply {
+                        site: r.get(0)?,
+                        shortcut: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(DeskDirectory { agents, canned })
+        })();
         r.map_err(err)
     }
 }

@@ -237,6 +237,49 @@ pub struct Transcript {
     pub offline: Vec<OfflineMessage>,
 }
 
+/// An agent account as stored (the desk owns its meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAgent {
+    /// Account id, chosen by the desk (1, 2, ...).
+    pub id: u64,
+    /// Display name, shown to visitors.
+    pub name: String,
+    /// `agent`, `supervisor` or `admin`.
+    pub role: String,
+    /// Language tags the agent speaks.
+    pub languages: Vec<String>,
+    /// Skills (free-form tags such as `billing`).
+    pub skills: Vec<String>,
+    /// Most conversations held at once.
+    pub capacity: u32,
+    /// Sites the agent serves.
+    pub sites: Vec<String>,
+    /// SHA-256 of the agent's API token.
+    pub token_hash: [u8; 32],
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// A canned reply of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CannedReply {
+    /// The site.
+    pub site: String,
+    /// What the agent types to find it (`/shipping`, say, without the slash).
+    pub shortcut: String,
+    /// The reply.
+    pub text: String,
+}
+
+/// What the agent desk loads at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeskDirectory {
+    /// Every agent account, by id.
+    pub agents: Vec<StoredAgent>,
+    /// Every canned reply, by site and shortcut.
+    pub canned: Vec<CannedReply>,
+}
+
 /// One logical change to the store, applied atomically.
 ///
 /// `Debug` never shows a session key.
@@ -333,6 +376,22 @@ pub enum Write {
         /// Milliseconds since the Unix epoch.
         at_ms: u64,
     },
+    /// An agent account made or changed (by id).
+    AgentSaved(StoredAgent),
+    /// An agent account removed.
+    AgentDeleted {
+        /// Its id.
+        id: u64,
+    },
+    /// A canned reply made or changed (by site and shortcut).
+    CannedSaved(CannedReply),
+    /// A canned reply removed.
+    CannedDeleted {
+        /// The site.
+        site: String,
+        /// Its shortcut.
+        shortcut: String,
+    },
 }
 
 impl Write {
@@ -349,13 +408,21 @@ impl Write {
             Write::Ended { .. } => "Ended",
             Write::Csat { .. } => "Csat",
             Write::OfflineMessage { .. } => "OfflineMessage",
+            Write::AgentSaved(_) => "AgentSaved",
+            Write::AgentDeleted { .. } => "AgentDeleted",
+            Write::CannedSaved(_) => "CannedSaved",
+            Write::CannedDeleted { .. } => "CannedDeleted",
         }
     }
 
     /// The conversation the write concerns, if it names one.
     pub fn conversation(&self) -> Option<&ConversationId> {
         match self {
-            Write::SessionSeen { .. } => None,
+            Write::SessionSeen { .. }
+            | Write::AgentSaved(_)
+            | Write::AgentDeleted { .. }
+            | Write::CannedSaved(_)
+            | Write::CannedDeleted { .. } => None,
             Write::SessionCreated { conversation, .. }
             | Write::ConversationOpened { conversation, .. }
             | Write::PageInfo { conversation, .. }
@@ -375,6 +442,12 @@ impl fmt::Debug for Write {
         // concerns, never the key.
         match self {
             Write::Item(item) => f.debug_tuple("Item").field(item).finish(),
+            // The token hash stays out of logs too.
+            Write::AgentSaved(a) => f
+                .debug_struct("AgentSaved")
+                .field("id", &a.id)
+                .field("name", &a.name)
+                .finish_non_exhaustive(),
             other => {
                 let mut d = f.debug_struct(other.kind());
                 if let Some(c) = other.conversation() {

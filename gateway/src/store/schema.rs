@@ -98,11 +98,44 @@ CREATE TABLE offline_messages (
 CREATE INDEX offline_messages_by_conv ON offline_messages (conv, id);
 "#;
 
+/// Version 2: the agent desk's accounts and canned replies.
+///
+/// - An agent's API token is kept as its SHA-256 (tokens are 128 random bits,
+///   so a fast hash is enough: there is nothing to brute-force).
+/// - Lists (languages, skills, sites) are JSON arrays: they are read whole,
+///   never queried by element.
+pub const V2: &str = r#"
+CREATE TABLE agents (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    role        TEXT    NOT NULL CHECK (role IN ('agent', 'supervisor', 'admin')),
+    languages   TEXT    NOT NULL,
+    skills      TEXT    NOT NULL,
+    capacity    INTEGER NOT NULL CHECK (capacity >= 1),
+    sites       TEXT    NOT NULL,
+    token_hash  BLOB    NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+    created_ms  INTEGER NOT NULL
+);
+
+CREATE TABLE canned_replies (
+    site      TEXT NOT NULL,
+    shortcut  TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    PRIMARY KEY (site, shortcut)
+);
+"#;
+
 /// The schema's history, oldest first. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "sessions, conversations, items, offline messages",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "sessions, conversations, items, offline messages",
+        sql: V1,
+    },
+    Migration {
+        name: "agents and canned replies",
+        sql: V2,
+    },
+];
 
 /// The version a file has once every migration is applied.
 pub fn current_version() -> u32 {

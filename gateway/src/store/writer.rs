@@ -591,6 +591,51 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
                 .map_err(sql_err)?;
             one_row(n, conversation)
         }
+        Write::AgentSaved(a) => {
+            let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+            conn.prepare_cached(
+                "INSERT INTO agents (id, name, role, languages, skills, capacity, sites, token_hash, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, role = ?3, languages = ?4, skills = ?5,
+                     capacity = ?6, sites = ?7, token_hash = ?8",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.id,
+                    a.name,
+                    a.role,
+                    json(&a.languages),
+                    json(&a.skills),
+                    a.capacity,
+                    json(&a.sites),
+                    a.token_hash,
+                    a.created_ms
+                ])
+            })
+            .map_err(sql_err)?;
+            Ok(Outcome::Stored)
+        }
+        Write::AgentDeleted { id } => {
+            conn.prepare_cached("DELETE FROM agents WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id]))
+                .map_err(sql_err)?;
+            Ok(Outcome::Stored)
+        }
+        Write::CannedSaved(c) => {
+            conn.prepare_cached(
+                "INSERT INTO canned_replies (site, shortcut, text) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (site, shortcut) DO UPDATE SET text = ?3",
+            )
+            .and_then(|mut s| s.execute(params![c.site, c.shortcut, c.text]))
+            .map_err(sql_err)?;
+            Ok(Outcome::Stored)
+        }
+        Write::CannedDeleted { site, shortcut } => {
+            conn.prepare_cached("DELETE FROM canned_replies WHERE site = ?1 AND shortcut = ?2")
+                .and_then(|mut s| s.execute(params![site, shortcut]))
+                .map_err(sql_err)?;
+            Ok(Outcome::Stored)
+        }
     }
 }
 

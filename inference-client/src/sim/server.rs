@@ -21,6 +21,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
 use http::{Method, StatusCode};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -95,6 +96,24 @@ pub struct ServerStats {
     pub waiting: usize,
     /// Most sequences ever decoding at once.
     pub peak_running: usize,
+    /// The server's own time to first token, per sequence: request read to
+    /// its first token written (so a client can subtract it from its own).
+    pub ttft: TtftSummary,
+}
+
+/// Percentiles of the server's own time to first token, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TtftSummary {
+    /// Sequences measured.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
 }
 
 /// The server's settings.
@@ -145,6 +164,8 @@ struct Sim {
     rng: RefCell<fastrand::Rng>,
     /// Work was added: the driver re-plans its sleep.
     work: Signal,
+    /// Request read to first token written, per sequence, in µs.
+    ttft_us: RefCell<Histogram<u64>>,
 }
 
 /// Binds a listener for [`serve`] with a deep accept queue (1024), so a
@@ -181,6 +202,10 @@ pub fn serve(
             next_seq: Cell::new(1),
             next_id: Cell::new(1),
             work: Signal::new(),
+            ttft_us: RefCell::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .map_err(|e| io::Error::other(e.to_string()))?,
+            ),
         });
         monoio::spawn(drive(sim.clone()));
         loop {
@@ -283,6 +308,14 @@ impl Sim {
         s.running = e.running();
         s.waiting = e.waiting();
         s.peak_running = e.stats().peak_running;
+        let h = self.ttft_us.borrow();
+        s.ttft = TtftSummary {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        };
         serde_json::to_string(&s).unwrap_or_default()
     }
 }
@@ -645,6 +678,9 @@ async fn stream_out(
     usage: Option<u32>,
     keep: bool,
 ) -> io::Result<bool> {
+    let started = Instant::now();
+    // Which choices have had their first token (for the server's own TTFT).
+    let mut first_seen = vec![false; seqs.len()];
     let mut out = Vec::with_capacity(4096);
     let head = http::Response::builder()
         .status(StatusCode::OK)
@@ -705,6 +741,13 @@ async fn stream_out(
                     sse(&mut events, &chunk);
                     sent += 1;
                     sim.stats.borrow_mut().tokens_sent += 1;
+                    if let Some(seen) = first_seen.get_mut(index as usize) {
+                        if !*seen {
+                            *seen = true;
+                            let us = started.elapsed().as_micros().max(1) as u64;
+                            let _ = sim.ttft_us.borrow_mut().record(us);
+                        }
+                    }
                 }
                 SimEvent::Finished { reason, .. } => {
                     live = live.saturating_sub(1);

@@ -48,6 +48,7 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
 
   function onError(m) {
     const id = m.id;
+    if (!id) view.refused?.(m);
     if (m.code === 'rate_limited' || m.code === 'busy') {
       settle(id);
       if (id && outbox.has(id)) view.state(id, 'queued');
@@ -119,6 +120,8 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
       if (m.event === 'joined') {
         awaiting.clear();
         thinking();
+        // Whoever just joined hears of the visitor's typing from the first key.
+        lastTyping = -Infinity;
       }
       view.handoff(m);
     },
@@ -149,6 +152,8 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
     /** "Talk to a person"; false when offline. */
     human: () => ready && send({ type: 'human' }),
     csat: (score) => ready && send({ type: 'csat', score }),
+    /** After `none_available`: a message for the site's agents; false when offline. */
+    leave: (email, text) => ready && send({ type: 'leave_message', email, text }),
     /** The visitor is typing: told to the server at most every 3 s. */
     typing() {
       if (!ready || now() - lastTyping < 3000) return;

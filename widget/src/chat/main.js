@@ -49,6 +49,7 @@ const view = createView({
   typing: $('typing'),
   human: $('human'),
   onScore: (n) => conv.csat(n),
+  onLeave: (email, text) => conv.leave(email, text),
   onIncoming: () => open || setUnread(unread + 1),
 });
 view.restore(fired.list);

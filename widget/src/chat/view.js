@@ -1,6 +1,6 @@
 // The chat window's transcript: message bubbles and their delivery states,
-// replies growing token by token, hand-off notices, the typing line and the
-// rating prompt. It is the `view` that conversation.js drives. Text only ever
+// replies growing token by token, hand-off notices, the typing line, the
+// leave-a-message form and the rating prompt. It is the `view` that conversation.js drives. Text only ever
 // enters the page as text nodes, never as HTML.
 
 const STATES = {
@@ -31,16 +31,17 @@ function bubble(cls, who, text) {
   return li;
 }
 
-export function createView({ log, typing, human, onScore, onIncoming }) {
+export function createView({ log, typing, human, onScore, onLeave, onIncoming }) {
   const mine = new Map(); // visitor message id -> li
   const replies = new Map(); // reply id -> li
-  let extras = []; // local lines not in the server's history: {ts, kind, text}
+  let extras = []; // local lines not in the server's history: {ts, kind, text, li?}
   let queueNote = null; // the queue position line, updated in place
   let queueItem = null; // ...and its entry in extras
   let agentTyping = null;
   let agentTimer = null;
   let thinking = false;
   let greeting = '';
+  let leaving = null; // the leave-a-message form waiting for `message_left`: {li, email}
 
   const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 60;
   function add(li, always) {
@@ -105,11 +106,12 @@ export function createView({ log, typing, human, onScore, onIncoming }) {
     return li;
   };
 
-  const line = (x) => (x.kind === 'note' ? el('li', 'note', x.text) : aiItem(x.text));
-  function extra(kind, text, ts = Date.now()) {
-    const x = { kind, text, ts };
+  // Forms (leave a message, rating) keep their element, and so what was typed, across a rebuild.
+  const line = (x) => x.li || (x.kind === 'note' ? el('li', 'note', x.text) : aiItem(x.text));
+  function extra(kind, text, ts = Date.now(), li) {
+    const x = { kind, text, ts, li };
     extras.push(x);
-    return [x, add(line(x))];
+    return [x, add(line(x), !!li)];
   }
 
   function showTyping() {
@@ -136,7 +138,45 @@ export function createView({ log, typing, human, onScore, onIncoming }) {
       };
     }
     // Announced by the log; focus stays where the visitor has it.
-    add(box, true);
+    extra('csat', '', Date.now(), box);
+  }
+
+  function leaveForm() {
+    const li = el('li', 'leave');
+    const f = li.appendChild(el('form'));
+    f.setAttribute('aria-label', 'Leave a message');
+    const field = (text, tag) => f.appendChild(el('label', '', text)).appendChild(el(tag));
+    const email = field('Your email', 'input');
+    email.type = 'email';
+    email.autocomplete = 'email';
+    email.maxLength = 254;
+    const msg = field('Message for the team', 'textarea');
+    msg.rows = 3;
+    msg.maxLength = 4000;
+    email.required = msg.required = true;
+    const go = f.appendChild(el('button', 'chip', 'Send message'));
+    f.onsubmit = (e) => {
+      e.preventDefault();
+      const [a, t] = [email.value.trim(), msg.value.trim()];
+      if (!t) return msg.focus();
+      if (!onLeave(a, t)) return extra('note', NOTICES.offline);
+      leaving = { li, email: a };
+      email.disabled = msg.disabled = go.disabled = true;
+      go.textContent = 'Sending…';
+    };
+    return li;
+  }
+
+  function leaveDone() {
+    const text = leaving ? `Thank you! Your message was sent. We will reply to ${leaving.email}.` : 'Your message was sent to the team.';
+    if (!leaving) return extra('note', text);
+    const li = leaving.li;
+    const had = li.contains(document.activeElement);
+    leaving = null;
+    li.setAttribute('role', 'status');
+    li.tabIndex = -1;
+    li.replaceChildren(el('p', '', text));
+    if (had) li.focus();
   }
 
   return {
@@ -218,8 +258,11 @@ export function createView({ log, typing, human, onScore, onIncoming }) {
 
     handoff(m) {
       const name = m.name || 'An agent';
-      // Asking again while queued or with a person makes no sense.
+      // Asking again while queued or with a person makes no sense, nor does leaving a message.
       human.hidden = m.event === 'queued' || m.event === 'joined';
+      if (human.hidden && !leaving) {
+        extras = extras.filter((x) => !(x.kind === 'leave' && x.li.querySelector('form') && (x.li.remove(), true)));
+      }
       if (m.event === 'queued') {
         const text = `Waiting for a person: you are number ${m.position ?? '…'} in the queue.`;
         // The position is resent as it changes: update the line, not a new one.
@@ -231,10 +274,28 @@ export function createView({ log, typing, human, onScore, onIncoming }) {
       const text = {
         joined: `${name} joined the conversation.`,
         left: `${name} left the conversation.`,
-        none_available: 'No one is available right now. The assistant will keep helping, and a person will read this conversation later.',
+        none_available: 'No one is available right now. Leave a message and the team will reply by email, or keep chatting with the assistant.',
       }[m.event];
       if (text) extra('note', text);
       if (m.event === 'joined') onIncoming();
+      // One form at a time: a second "none available" while one waits adds none.
+      if (m.event === 'none_available' && !extras.some((x) => x.kind === 'leave' && x.li.querySelector('form'))) {
+        const [x] = extra('leave', '', Date.now(), leaveForm());
+        // The visitor just pressed "Talk to a person": on to the form. Typing elsewhere: left alone.
+        const at = document.activeElement;
+        if (at === human || at === document.body) x.li.querySelector('input').focus();
+      }
+      if (m.event === 'message_left') leaveDone();
+    },
+
+    /** The gateway refused something that carried no id: a leave_message waiting for its answer, say. */
+    refused(m) {
+      if (!leaving) return;
+      const f = leaving.li.querySelector('form');
+      leaving = null;
+      for (const e of f.elements) e.disabled = false;
+      f.lastChild.textContent = 'Send message';
+      extra('note', `Your message was not sent: ${m.message || m.code}`);
     },
 
     ended() {
