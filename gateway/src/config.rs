@@ -121,6 +121,8 @@ pub struct Config {
     pub inference: InferenceConfig,
     /// The transcript store (SQLite in the data directory).
     pub store: StoreConfig,
+    /// The agent desk: offers, waits, sign-ins.
+    pub agents: AgentsConfig,
     /// Sites by id.
     pub sites: BTreeMap<String, SiteConfig>,
 }
@@ -140,6 +142,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             inference: InferenceConfig::default(),
             store: StoreConfig::default(),
+            agents: AgentsConfig::default(),
             sites: BTreeMap::new(),
         }
     }
@@ -254,6 +257,31 @@ impl Default for SessionConfig {
             cookie: CookieMode::Lax,
             history_items: 200,
             memory_idle_secs: 3600,
+        }
+    }
+}
+
+/// The agent desk's timing (docs/protocol.md, "Agent desk").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How long an offer to an agent stays open, milliseconds.
+    pub offer_timeout_ms: u64,
+    /// How long a conversation waits for a person before `none_available`, milliseconds.
+    pub queue_timeout_ms: u64,
+    /// How long an agent's conversations wait for one of their sockets to come back, milliseconds.
+    pub reconnect_grace_ms: u64,
+    /// How long a dashboard sign-in lasts, seconds.
+    pub login_ttl_secs: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            offer_timeout_ms: 20_000,
+            queue_timeout_ms: 120_000,
+            reconnect_grace_ms: 15_000,
+            login_ttl_secs: 12 * 3600,
         }
     }
 }

@@ -53,6 +53,13 @@ pub enum ClientMsg {
         /// Why, in the visitor's words.
         reason: Option<String>,
     },
+    /// A message for a person, left when nobody was available (extension).
+    LeaveMessage {
+        /// Where to answer.
+        email: String,
+        /// What the visitor wrote.
+        text: String,
+    },
     /// Rating of the conversation just ended.
     Csat {
         /// 1 to 5.
@@ -243,6 +250,39 @@ fn from_value(v: Value<'_, '_>, max_text: usize) -> Result<ClientMsg, ClientErro
                 score: score as u8,
                 comment: opt("comment")?,
             })
+        }
+        "leave_message" => {
+            let field = |name: &str| -> Result<String, ClientError> {
+                match obj.get(name).and_then(|v| v.as_str().map(str::to_owned)) {
+                    Some(v) => Ok(v),
+                    None => Err(ClientError::bad(
+                        format!("'leave_message' needs a string '{name}'"),
+                        usable_id,
+                    )),
+                }
+            };
+            let email = field("email")?;
+            let text = field("text")?;
+            if email.len() > 254 || !email.contains('@') || email.trim() != email {
+                return Err(ClientError::bad(
+                    "field 'email' must be an email address (at most 254 bytes)",
+                    usable_id,
+                ));
+            }
+            if text.trim().is_empty() {
+                return Err(ClientError::bad("field 'text' is empty", usable_id));
+            }
+            if text.len() > max_text {
+                return Err(ClientError {
+                    code: ErrorCode::TooLarge,
+                    message: format!(
+                        "message text is {} bytes, over the limit of {max_text}",
+                        text.len()
+                    ),
+                    id: usable_id.map(str::to_owned),
+                });
+            }
+            Ok(ClientMsg::LeaveMessage { email, text })
         }
         other => Err(ClientError {
             code: ErrorCode::UnknownType,

@@ -81,6 +81,8 @@ pub enum AgentEvent {
     Left,
     /// Nobody is available.
     NoneAvailable,
+    /// The visitor's `leave_message` is stored (extension).
+    MessageLeft,
 }
 
 /// One server message.

@@ -131,6 +131,8 @@ pub enum SessionEvent {
     NoneAvailable,
     /// The agent wrote.
     AgentMessage {
+        /// The conversation.
+        conv: ConvKey,
         /// The agent.
         agent: AgentId,
         /// Their name.
@@ -723,9 +725,10 @@ impl Desk {
                     return;
                 }
                 match self.held_by(&conversation, agent) {
-                    Ok((_, key)) => self.tell_session(
+                    Ok((conv, key)) => self.tell_session(
                         key,
                         SessionEvent::AgentMessage {
+                            conv,
                             agent,
                             name: account.name.clone(),
                             id,

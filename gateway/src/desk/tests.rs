@@ -162,6 +162,7 @@ fn hand_off_from_queue_to_resolved() {
     assert_eq!(
         session_events(&t.desk.take_out()),
         vec![SessionEvent::AgentMessage {
+            conv: [1; 12],
             agent: t.ada,
             name: "Ada".into(),
             id: "m1".into(),

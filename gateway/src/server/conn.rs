@@ -51,16 +51,29 @@ pub(crate) enum Pending {
         cursor: u64,
         keep_alive: bool,
     },
+    /// A request of the agent desk's API, waiting for the desk's answer.
+    Desk { keep_alive: bool },
+    /// An `/agent/ws` upgrade, waiting for the desk to say who it is; the
+    /// 101 is sent once it does.
+    AgentUpgrade { resp: Response<Body> },
 }
 
 impl Pending {
-    fn key(&self) -> SessionKey {
+    /// The session it concerns (desk requests concern none).
+    fn key(&self) -> Option<SessionKey> {
         match self {
             Pending::Upgrade { key, .. }
             | Pending::PollSend { key, .. }
-            | Pending::PollRecv { key, .. } => *key,
+            | Pending::PollRecv { key, .. } => Some(*key),
+            Pending::Desk { .. } | Pending::AgentUpgrade { .. } => None,
         }
     }
+}
+
+/// An agent's WebSocket (`/agent/ws`).
+pub(crate) struct AgentWs {
+    pub(crate) agent: u64,
+    pub(crate) rx: Receiver,
 }
 
 /// A held `GET /poll/recv`.
@@ -92,6 +105,8 @@ pub(crate) enum Mode {
     Ws(WsChat),
     /// The `/echo` WebSocket.
     Echo(Receiver),
+    /// An agent's WebSocket (rare: boxed).
+    Agent(Box<AgentWs>),
     /// Our side is closing; input is discarded until the peer closes.
     Closing,
 }
@@ -457,7 +472,7 @@ impl Worker {
             let kind = match self.conns.borrow().get(slot) {
                 Some(c) if !c.dead => match c.mode {
                     Mode::Http => Kind::Http,
-                    Mode::Ws(_) | Mode::Echo(_) => Kind::Ws,
+                    Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_) => Kind::Ws,
                     Mode::Pending(_) | Mode::PollHeld(_) => Kind::Wait,
                     Mode::Closing => Kind::Discard,
                 },
@@ -499,14 +514,15 @@ impl Worker {
     /// Feeds WebSocket input to the connection's receiver.
     fn on_ws_input(self: &Rc<Self>, slot: usize, buf: &mut [u8]) -> usize {
         let l = &self.shared.config.limits;
-        let (mut rx, echo) = {
+        let (mut rx, echo, agent) = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else {
                 return buf.len();
             };
             match &mut c.mode {
-                Mode::Ws(ws) => (std::mem::take(&mut ws.rx), false),
-                Mode::Echo(rx) => (std::mem::take(rx), true),
+                Mode::Ws(ws) => (std::mem::take(&mut ws.rx), false, None),
+                Mode::Echo(rx) => (std::mem::take(rx), true, None),
+                Mode::Agent(a) => (std::mem::take(&mut a.rx), false, Some(a.agent)),
                 _ => return 0,
             }
         };
@@ -525,6 +541,8 @@ impl Worker {
             self.m().frames_in.inc();
             if echo {
                 self.on_echo_event(slot, ev);
+            } else if let Some(agent) = agent {
+                self.on_agent_event(slot, agent, ev);
             } else {
                 self.on_chat_event(slot, ev);
             }
@@ -533,6 +551,7 @@ impl Worker {
             match &mut c.mode {
                 Mode::Ws(ws) => ws.rx = rx,
                 Mode::Echo(r) => *r = rx,
+                Mode::Agent(a) => a.rx = rx,
                 _ => {}
             }
         }
@@ -549,6 +568,34 @@ impl Worker {
         match ev {
             Event::Text(t) => self.send_frame(slot, OpCode::Text, Payload::Slice(t)),
             Event::Binary(b) => self.send_frame(slot, OpCode::Binary, Payload::Slice(b)),
+            Event::Ping(p) => self.send_frame(slot, OpCode::Pong, Payload::Slice(p)),
+            Event::Pong(_) => {}
+            Event::Close(c) => self.ws_close_reply(slot, c),
+        }
+    }
+
+    /// An agent socket's frames go to the desk as they are; it parses them.
+    fn on_agent_event(self: &Rc<Self>, slot: usize, agent: u64, ev: Event<'_>) {
+        match ev {
+            Event::Text(payload) => {
+                let Some(sub) = self
+                    .conns
+                    .borrow()
+                    .get(slot)
+                    .map(|c| make_sub(self.id, slot, c.gen))
+                else {
+                    return;
+                };
+                let _ = self.shared.desk.send(super::desk::DeskMsg::AgentFrame {
+                    agent,
+                    sub,
+                    text: payload.to_vec(),
+                });
+            }
+            Event::Binary(_) => self.send_json(
+                slot,
+                &crate::desk::wire::error("bad_request", "send JSON in text frames", None, None),
+            ),
             Event::Ping(p) => self.send_frame(slot, OpCode::Pong, Payload::Slice(p)),
             Event::Pong(_) => {}
             Event::Close(c) => self.ws_close_reply(slot, c),
@@ -630,7 +677,7 @@ impl Worker {
     /// Delivers a session message to a chat socket of this worker.
     pub(crate) fn deliver_ws(self: &Rc<Self>, to: SubId, msg: &Bytes) {
         let Some(slot) = self.slot_of(to) else { return };
-        if matches!(self.conns.borrow()[slot].mode, Mode::Ws(_)) {
+        if matches!(self.conns.borrow()[slot].mode, Mode::Ws(_) | Mode::Agent(_)) {
             self.send_json(slot, msg);
         }
     }
@@ -681,11 +728,20 @@ impl Worker {
                     self.m().websockets.add(-1);
                     None
                 }
+                Mode::Agent(a) => {
+                    self.m().websockets.add(-1);
+                    let sub = make_sub(self.id, slot, c.gen);
+                    let _ = self.shared.desk.send(super::desk::DeskMsg::AgentClosed {
+                        agent: a.agent,
+                        sub,
+                    });
+                    None
+                }
                 Mode::PollHeld(h) => {
                     self.m().polls_held.add(-1);
                     Some(h.key)
                 }
-                Mode::Pending(p) => Some(p.key()),
+                Mode::Pending(p) => p.key(),
                 _ => None,
             };
             (
@@ -809,7 +865,7 @@ impl Worker {
         let stream = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else { return };
-            if !matches!(c.mode, Mode::Ws(_) | Mode::Echo(_)) {
+            if !matches!(c.mode, Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_)) {
                 drop(conns);
                 return self.kill(slot);
             }
@@ -881,11 +937,22 @@ impl Worker {
                 self.submit(ws.key, sub, Op::Detach);
             }
             Mode::Echo(_) => self.m().websockets.add(-1),
+            Mode::Agent(a) => {
+                self.m().websockets.add(-1);
+                let _ = self.shared.desk.send(super::desk::DeskMsg::AgentClosed {
+                    agent: a.agent,
+                    sub,
+                });
+            }
             Mode::PollHeld(h) => {
                 self.m().polls_held.add(-1);
                 self.submit(h.key, sub, Op::Detach)
             }
-            Mode::Pending(p) => self.submit(p.key(), sub, Op::Detach),
+            Mode::Pending(p) => {
+                if let Some(key) = p.key() {
+                    self.submit(key, sub, Op::Detach)
+                }
+            }
             Mode::Http | Mode::Closing => {}
         }
         if self.stopping.get() && self.conns.borrow().is_empty() {
@@ -902,7 +969,7 @@ impl Worker {
             Nothing,
         }
         let act = match self.conns.borrow().get(slot).map(|c| &c.mode) {
-            Some(Mode::Ws(_) | Mode::Echo(_)) => Act::GoingAway,
+            Some(Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_)) => Act::GoingAway,
             Some(Mode::PollHeld(_)) => Act::FinishPoll,
             Some(Mode::Http | Mode::Pending(_)) => Act::Kill,
             _ => Act::Nothing,

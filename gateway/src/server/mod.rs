@@ -8,6 +8,7 @@
 
 mod answer;
 mod conn;
+mod desk;
 mod persist;
 mod routes;
 mod sweep;
@@ -42,6 +43,8 @@ pub struct Shared {
     /// The store's figures.
     pub store_stats: Arc<crate::store::StoreStats>,
     inboxes: Vec<flume::Sender<WorkerMsg>>,
+    /// The agent desk's thread.
+    desk: flume::Sender<desk::DeskMsg>,
     /// Connections open across all workers.
     open_conns: AtomicUsize,
     /// Connections allowed before 503.
@@ -78,6 +81,9 @@ pub enum ServerError {
     /// The transcript store cannot be opened or closed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The agent desk cannot start.
+    #[error("{0}")]
+    Desk(String),
     /// A worker failed to start or stopped with an error.
     #[error("worker {worker}: {source}")]
     Worker {
@@ -96,6 +102,7 @@ pub struct Running {
     pub drivers: Vec<DriverKind>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+    desk: Option<JoinHandle<()>>,
     store: Option<crate::store::Store>,
     inference: Option<inference_client::Service>,
 }
@@ -108,6 +115,7 @@ impl Running {
             for tx in &self.shared.inboxes {
                 let _ = tx.send(WorkerMsg::Shutdown);
             }
+            let _ = self.shared.desk.send(desk::DeskMsg::Shutdown);
         }
     }
 
@@ -123,6 +131,12 @@ impl Running {
             };
             if let Err(source) = r {
                 first_err.get_or_insert(ServerError::Worker { worker, source });
+            }
+        }
+        if let Some(d) = self.desk.take() {
+            let _ = self.shared.desk.send(desk::DeskMsg::Shutdown);
+            if d.join().is_err() {
+                tracing::error!("the agent desk's thread panicked");
             }
         }
         // No worker asks for answers any more: stop the inference service,
@@ -241,6 +255,8 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     };
     store_cfg.history_limit = config.session.history_items;
     let store = crate::store::Store::open(store_cfg)?;
+    let directory = desk::load_directory(&store.handle(), std::time::Duration::from_secs(30))
+        .map_err(|e| ServerError::Desk(format!("cannot load the agent desk: {e}")))?;
 
     let first = bind_listener(config.listen).map_err(|source| ServerError::Bind {
         addr: config.listen,
@@ -262,7 +278,9 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         .iter()
         .map(|tx| service.client(Box::new(worker::InboxSink(tx.clone()))))
         .collect();
+    let (desk_tx, desk_rx) = flume::unbounded();
     let shared = Arc::new(Shared {
+        desk: desk_tx.clone(),
         metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
         store_stats: store.stats().clone(),
         sites,
@@ -272,6 +290,9 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         stopping: AtomicBool::new(false),
         config,
     });
+
+    let desk_thread = desk::spawn(shared.clone(), store.handle(), directory, desk_tx, desk_rx)
+        .map_err(|e| ServerError::Desk(format!("cannot start the agent desk: {e}")))?;
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cores = std::thread::available_parallelism()
@@ -329,6 +350,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     drivers,
                     shared,
                     threads,
+                    desk: Some(desk_thread),
                     store: Some(store),
                     inference: Some(service),
                 };
@@ -358,6 +380,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         drivers,
         shared,
         threads,
+        desk: Some(desk_thread),
         store: Some(store),
         inference: Some(service),
     })

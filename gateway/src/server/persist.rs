@@ -49,6 +49,29 @@ pub(crate) fn write_for(record: Record, conversation: [u8; 12], at_ms: u64) -> W
             score,
             comment,
         },
+        Record::Assigned { agent } => Write::Assigned {
+            conversation,
+            agent,
+            at_ms,
+        },
+        Record::Ended { reason } => Write::Ended {
+            conversation,
+            reason,
+            at_ms,
+        },
+        Record::Offline { email, text } => Write::OfflineMessage {
+            conversation,
+            email,
+            text,
+            at_ms,
+        },
+        // Mapped by the caller, which knows the session and site.
+        Record::ConversationOpened => Write::ConversationOpened {
+            key: [0; 16],
+            conversation,
+            site: String::new(),
+            started_ms: at_ms,
+        },
         Record::Page(p) => Write::PageInfo {
             conversation,
             lang: p.lang().map(str::to_owned),
@@ -95,6 +118,7 @@ pub(crate) fn session_from(key: SessionKey, st: StoredSession, now: Instant) -> 
         acked: st.client_ids.into_iter().collect(),
         page,
         needs_human: c.needs_human.map(|m| m.reason),
+        ended: c.ended.is_some(),
     };
     Session::restore(
         key,
@@ -117,13 +141,30 @@ impl Worker {
     /// Hands a session's records to the store; the session hears of the
     /// commit through the inbox (`WorkerMsg::Committed`), in order.
     pub(crate) fn commit(&self, key: SessionKey, records: Vec<Record>) {
-        let Some(conversation) = self.sessions.borrow().get(&key).map(|s| s.conversation) else {
+        let Some((conversation, site)) = self
+            .sessions
+            .borrow()
+            .get(&key)
+            .map(|s| (s.conversation, s.site.clone()))
+        else {
             return;
         };
         let at = unix_ms();
         let writes: Vec<Write> = records
             .into_iter()
-            .map(|r| write_for(r, conversation.bytes(), at))
+            .map(|r| match write_for(r, conversation.bytes(), at) {
+                Write::ConversationOpened {
+                    conversation,
+                    started_ms,
+                    ..
+                } => Write::ConversationOpened {
+                    key: key.bytes(),
+                    conversation,
+                    site: site.to_string(),
+                    started_ms,
+                },
+                w => w,
+            })
             .collect();
         let inbox = self.shared.inboxes[self.id].clone();
         self.store.write_many(

@@ -58,6 +58,9 @@ impl Worker {
                 );
                 self.respond(slot, r, keep_alive, head);
             }
+            "/agent/ws" if req.method() == Method::GET => self.upgrade_agent(slot, req),
+            "/agent" if get => self.serve_asset(slot, &req, "agent.html", keep_alive),
+            p if is_desk_route(p) => self.to_desk(slot, req, keep_alive),
             p if p == "/admin" || p.starts_with("/admin/") => {
                 let r = crate::admin::handle(
                     &req,
@@ -84,6 +87,100 @@ impl Worker {
                 keep_alive,
                 head,
             ),
+        }
+    }
+
+    /// A request the agent desk answers: handed to its thread; the answer
+    /// comes back as `WorkerMsg::DeskHttp`.
+    fn to_desk(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>, keep_alive: bool) {
+        let sub = self.renew_sub(slot);
+        self.set_pending(slot, Pending::Desk { keep_alive });
+        let _ = self
+            .shared
+            .desk
+            .send(super::desk::DeskMsg::Http { sub, req });
+    }
+
+    /// `GET /agent/ws`: the handshake is checked here, who it is by the desk.
+    fn upgrade_agent(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>) {
+        let resp = match handshake::accept(&req) {
+            Ok(r) => r,
+            Err(e) => return self.respond(slot, e.response(), false, false),
+        };
+        let sub = self.renew_sub(slot);
+        self.set_pending(slot, Pending::AgentUpgrade { resp });
+        let _ = self
+            .shared
+            .desk
+            .send(super::desk::DeskMsg::Upgrade { sub, req });
+    }
+
+    /// The desk's answer to a request handed to it.
+    pub(crate) fn on_desk_http(self: &Rc<Self>, sub: SubId, resp: Response<Body>) {
+        let Some(slot) = self.slot_of(sub) else {
+            return;
+        };
+        let keep_alive = {
+            let mut conns = self.conns.borrow_mut();
+            let c = &mut conns[slot];
+            match std::mem::replace(&mut c.mode, Mode::Http) {
+                Mode::Pending(p) if matches!(*p, Pending::Desk { .. }) => match *p {
+                    Pending::Desk { keep_alive } => keep_alive,
+                    _ => false,
+                },
+                other => {
+                    c.mode = other;
+                    return;
+                }
+            }
+        };
+        self.respond(slot, resp, keep_alive, false);
+        self.resume_input(slot);
+    }
+
+    /// The desk's answer to an `/agent/ws` upgrade.
+    pub(crate) fn on_agent_upgrade(
+        self: &Rc<Self>,
+        sub: SubId,
+        result: Result<u64, Response<Body>>,
+    ) {
+        let Some(slot) = self.slot_of(sub) else {
+            return;
+        };
+        let resp = {
+            let mut conns = self.conns.borrow_mut();
+            let c = &mut conns[slot];
+            match std::mem::replace(&mut c.mode, Mode::Http) {
+                Mode::Pending(p) if matches!(*p, Pending::AgentUpgrade { .. }) => match *p {
+                    Pending::AgentUpgrade { resp } => resp,
+                    _ => return,
+                },
+                other => {
+                    c.mode = other;
+                    return;
+                }
+            }
+        };
+        match result {
+            Ok(agent) => {
+                let mut resp = resp;
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                self.respond(slot, resp, true, false);
+                if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
+                    c.mode = Mode::Agent(Box::new(super::conn::AgentWs {
+                        agent,
+                        rx: Receiver::default(),
+                    }));
+                }
+                self.m().websockets.add(1);
+                let _ = self
+                    .shared
+                    .desk
+                    .send(super::desk::DeskMsg::AgentOpen { agent, sub });
+                self.resume_input(slot);
+            }
+            Err(refusal) => self.respond(slot, refusal, false, false),
         }
     }
 
@@ -478,6 +575,13 @@ impl Worker {
                     self.poll_send_new_session(slot, sub, &site, msgs, keep_alive);
                 }
             }
+            // Answered by the desk, never by a session's owner.
+            p @ (Pending::Desk { .. } | Pending::AgentUpgrade { .. }) => {
+                if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
+                    c.mode = Mode::Pending(Box::new(p));
+                }
+                return;
+            }
             Pending::PollRecv {
                 key,
                 site,
@@ -572,6 +676,17 @@ impl Worker {
         }
         self.respond(slot, r, keep_alive, false);
     }
+}
+
+/// Paths the agent desk answers (docs/protocol.md, "Agent HTTP API").
+fn is_desk_route(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    matches!(p, "/agent/login" | "/agent/logout" | "/agent/me")
+        || p == "/admin/agents"
+        || p.starts_with("/admin/agents/")
+        || p == "/admin/conversations"
+        || p.starts_with("/admin/conversations/")
+        || (p.starts_with("/admin/sites/") && p.split('/').nth(4) == Some("canned"))
 }
 
 /// The session token the request's cookie carries, if it is well formed.

@@ -64,8 +64,10 @@ impl Worker {
                 Mode::Http if !c.in_request() && waited > keepalive => Some(Act::Kill),
                 Mode::Pending(_) if waited > OWNER_TIMEOUT => Some(Act::Kill),
                 Mode::PollHeld(h) if now >= h.deadline => Some(Act::PollDone),
-                Mode::Ws(_) | Mode::Echo(_) if quiet > idle => Some(Act::Kill),
-                Mode::Ws(_) | Mode::Echo(_) if quiet > ping && !c.ping_out => Some(Act::Ping),
+                Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_) if quiet > idle => Some(Act::Kill),
+                Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_) if quiet > ping && !c.ping_out => {
+                    Some(Act::Ping)
+                }
                 Mode::Closing if waited > CLOSE_GRACE => Some(Act::Kill),
                 _ => None,
             };

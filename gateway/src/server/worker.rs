@@ -47,6 +47,8 @@ pub(crate) enum Op {
     },
     /// A `GET /poll/recv`; answered by `OpDone`, then `PollReady` when there is something.
     PollRecv { site: Arc<str>, cursor: u64 },
+    /// News from the agent desk (no subscriber; not answered).
+    Desk(crate::desk::SessionEvent),
 }
 
 /// A message between workers.
@@ -76,6 +78,18 @@ pub(crate) enum WorkerMsg {
     },
     /// An event of the inference service about one of this worker's requests.
     Inference(inference_client::Event),
+    /// The agent desk's answer to an HTTP request.
+    DeskHttp {
+        sub: SubId,
+        resp: http::Response<crate::http::response::Body>,
+    },
+    /// The agent desk's answer to an `/agent/ws` upgrade.
+    AgentUpgrade {
+        sub: SubId,
+        result: Result<u64, http::Response<crate::http::response::Body>>,
+    },
+    /// Close an agent socket (its account was removed).
+    CloseAgent { sub: SubId },
     /// Begin a graceful shutdown.
     Shutdown,
 }
@@ -297,6 +311,17 @@ impl Worker {
             }
             WorkerMsg::Loaded { key, result } => self.on_loaded(key, result),
             WorkerMsg::Inference(ev) => self.on_inference(ev),
+            WorkerMsg::DeskHttp { sub, resp } => self.on_desk_http(sub, resp),
+            WorkerMsg::AgentUpgrade { sub, result } => self.on_agent_upgrade(sub, result),
+            WorkerMsg::CloseAgent { sub } => {
+                if let Some(slot) = self.slot_of(sub) {
+                    self.ws_fail(
+                        slot,
+                        crate::ws::close::POLICY,
+                        "the agent account was removed",
+                    );
+                }
+            }
             WorkerMsg::Shutdown => self.stop.set(),
         }
     }
@@ -349,7 +374,7 @@ impl Worker {
     pub(crate) fn run_op(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
         let wants_session = matches!(
             op,
-            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. }
+            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. } | Op::Desk(_)
         );
         if wants_session && !self.sessions.borrow().contains_key(&key) {
             return self.load_then(key, sub, op);
@@ -416,6 +441,27 @@ impl Worker {
                 }
                 _ => Some(false),
             },
+            Op::Desk(ev) => {
+                match sess {
+                    Some(s) => s.on_desk(ev, now, &mut out),
+                    None => {
+                        if let crate::desk::SessionEvent::AgentMessage {
+                            conv, agent, id, ..
+                        } = ev
+                        {
+                            let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(
+                                crate::desk::VisitorEvent::AgentMessageFailed {
+                                    conv,
+                                    agent,
+                                    id,
+                                    error: "the visitor's session no longer exists".into(),
+                                },
+                            ));
+                        }
+                    }
+                }
+                None
+            }
             Op::PollRecv { site, cursor } => match sess {
                 Some(s) if *s.site == *site => {
                     self.with_settings(&site, |st| {
@@ -483,6 +529,9 @@ impl Worker {
                 Out::Commit(records) => self.commit(key, records),
                 Out::Cancel(replies) => self.cancel_replies(key, &replies),
                 Out::ReleaseAdmission => self.inference.release(),
+                Out::Desk(ev) => {
+                    let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(ev));
+                }
             }
         }
     }

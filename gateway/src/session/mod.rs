@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 use crate::chat::client::{ClientError, ClientMsg, Hello};
 use crate::chat::server::{AgentEvent, Author, Item, ServerMsg, Source, Streaming};
 use crate::chat::ErrorCode;
+use crate::desk::{SessionEvent, VisitorEvent};
 use log::{PollLog, Since};
 use prompt::PromptMessage;
 use ratelimit::{Rate, TokenBucket};
@@ -150,6 +151,26 @@ pub enum Record {
     },
     /// What `hello` said about the page.
     Page(PageInfo),
+    /// A human agent took the conversation (`Some`) or left it (`None`).
+    Assigned {
+        /// The agent's name.
+        agent: Option<String>,
+    },
+    /// The conversation ended.
+    Ended {
+        /// Why (`resolved`).
+        reason: String,
+    },
+    /// A message left for a person when nobody was available.
+    Offline {
+        /// Where to answer.
+        email: String,
+        /// What the visitor wrote.
+        text: String,
+    },
+    /// The session's previous conversation ended: this one is new (the
+    /// session's `conversation` already names it).
+    ConversationOpened,
 }
 
 /// An effect for the worker to carry out.
@@ -184,6 +205,8 @@ pub enum Out {
     /// An admitted message will not be answered (it could not be stored):
     /// give its place in line back.
     ReleaseAdmission,
+    /// News for the agent desk.
+    Desk(VisitorEvent),
 }
 
 /// Why a reply failed.
@@ -256,13 +279,24 @@ impl PageInfo {
 /// What to do once a commit completes.
 #[derive(Debug)]
 enum AfterCommit {
-    /// Acknowledge a visitor message and start its answer.
+    /// Acknowledge a visitor message and start its answer (or, while a
+    /// person is asked for or holds the conversation, pass it to the desk).
     Ack {
         id: String,
         seq: u64,
         job: AnswerJob,
         received: Instant,
+        answer: bool,
     },
+    /// An agent's message is stored: show it to the visitor, tell the desk.
+    AgentMessage {
+        msg: Bytes,
+        agent: u64,
+        id: String,
+        seq: u64,
+    },
+    /// Show something once it is stored.
+    Broadcast(Bytes),
     /// Announce a finished reply.
     Done { msg: Bytes, in_reply_to: String },
     /// Nothing visible.
@@ -298,6 +332,26 @@ struct Transcript {
     needs_human: Option<Box<str>>,
     /// The message rate limit; full until the first message.
     bucket: Option<TokenBucket>,
+    /// Where a hand-off to a person stands.
+    human: Human,
+    /// The conversation ended; the next message opens a new one.
+    ended: bool,
+    /// Agents' message ids already stored, and their seq (a resend after a
+    /// lost ack is acknowledged again, not stored twice).
+    agent_ids: HashMap<String, u64>,
+}
+
+/// Where a hand-off to a person stands. While a person is asked for or holds
+/// the conversation, the AI does not answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Human {
+    /// The AI answers.
+    #[default]
+    None,
+    /// Waiting for the desk's answer or in its line.
+    Waiting,
+    /// An agent holds the conversation.
+    Held(Box<str>),
 }
 
 impl Default for Transcript {
@@ -310,6 +364,9 @@ impl Default for Transcript {
             after_commit: VecDeque::new(),
             needs_human: None,
             bucket: None,
+            human: Human::None,
+            ended: false,
+            agent_ids: HashMap::new(),
         }
     }
 }
@@ -334,6 +391,8 @@ pub struct Restored {
     pub page: Option<PageInfo>,
     /// Why the conversation needs a person, if it does.
     pub needs_human: Option<String>,
+    /// The conversation has ended (the next message opens a new one).
+    pub ended: bool,
 }
 
 /// One visitor's session on one site.
@@ -357,6 +416,11 @@ pub struct Session {
     page: Option<PageInfo>,
     welcomed: bool,
     csat: Option<u8>,
+    /// Commits with nothing to do afterwards, made before the session had a
+    /// transcript (a `hello`'s page info): counted here so that an idle
+    /// session never allocates a transcript. They complete before any commit
+    /// queued in the transcript, since a session's commits complete in order.
+    bare_commits: u16,
 }
 
 impl Session {
@@ -379,6 +443,7 @@ impl Session {
             page: None,
             welcomed: false,
             csat: None,
+            bare_commits: 0,
         }
     }
 
@@ -394,11 +459,12 @@ impl Session {
         s.page = r.page;
         // The visitor has been here before: the next welcome says so.
         s.welcomed = true;
-        if !r.items.is_empty() || !r.acked.is_empty() || r.needs_human.is_some() {
+        if !r.items.is_empty() || !r.acked.is_empty() || r.needs_human.is_some() || r.ended {
             let mut t = Transcript {
                 next_seq: r.next_seq.max(r.items.last().map_or(1, |i| i.seq + 1)),
                 items: r.items,
                 needs_human: r.needs_human.map(String::into_boxed_str),
+                ended: r.ended,
                 ..Transcript::default()
             };
             for (id, seq) in r.acked {
@@ -449,6 +515,7 @@ impl Session {
     /// Whether nothing is listening and nothing is in flight.
     pub fn is_quiet(&self) -> bool {
         self.subs.is_empty()
+            && self.bare_commits == 0
             && self
                 .t
                 .as_ref()
@@ -508,19 +575,33 @@ impl Session {
                 let pong = ServerMsg::Pong { id: &id }.to_bytes();
                 self.direct(from, pong, s, out);
             }
-            // Forwarded to a human agent once one holds the conversation.
-            ClientMsg::Typing => {}
+            // Forwarded to the agent holding the conversation.
+            ClientMsg::Typing => {
+                if matches!(self.t.as_ref().map(|t| &t.human), Some(Human::Held(_))) {
+                    out.push(Out::Desk(VisitorEvent::Typing {
+                        conv: self.conversation.bytes(),
+                    }));
+                }
+            }
             ClientMsg::Human { reason } => {
+                if self.t.as_ref().is_some_and(|t| t.ended) {
+                    self.reopen(now, out);
+                }
                 let reason = reason.unwrap_or_else(|| "the visitor asked for a person".into());
-                self.mark_needs_human(reason, out);
-                // No agent desk yet: say so at once rather than leave the visitor waiting.
+                self.ask_for_person(reason, out);
+            }
+            ClientMsg::LeaveMessage { email, text } => {
                 let msg = ServerMsg::Agent {
-                    event: AgentEvent::NoneAvailable,
+                    event: AgentEvent::MessageLeft,
                     position: None,
                     name: None,
                 }
                 .to_bytes();
-                self.broadcast(msg, out);
+                self.commit(
+                    vec![Record::Offline { email, text }],
+                    AfterCommit::Broadcast(msg),
+                    out,
+                );
             }
             ClientMsg::Csat { score, comment } => {
                 self.csat = Some(score);
@@ -587,6 +668,11 @@ impl Session {
             self.refuse(from, ErrorCode::RateLimited, &msg, &id, ms, s, out);
             return;
         }
+        if self.t.as_ref().is_some_and(|t| t.ended) {
+            self.reopen(now, out);
+        }
+        // While a person is asked for or holds the conversation, the AI is silent.
+        let answer = self.t.as_ref().is_none_or(|t| t.human == Human::None);
         // The prompt this message would be answered with: its size decides admission.
         let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
         let item = Item {
@@ -607,7 +693,12 @@ impl Session {
             s.count_tokens,
         );
         let prompt_tokens = prompt::tokens(&prompt, s.count_tokens);
-        if let Err(wait) = s.admission.admit(prompt_tokens) {
+        let admitted = if answer {
+            s.admission.admit(prompt_tokens)
+        } else {
+            Ok(())
+        };
+        if let Err(wait) = admitted {
             let ms = wait.as_millis().max(1) as u64;
             let msg = "over capacity: the message was not stored; resend after retry_after_ms";
             self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
@@ -646,9 +737,199 @@ impl Session {
                 seq,
                 job,
                 received: now.mono,
+                answer,
             },
             out,
         );
+    }
+
+    /// Opens a new conversation in this session (the last one ended).
+    fn reopen(&mut self, now: Now, out: &mut Vec<Out>) {
+        let Ok(id) = ConversationId::random() else {
+            return;
+        };
+        self.conversation = id;
+        let t = self.transcript();
+        // Seqs go on counting: a client that orders by seq never sees one twice.
+        t.items.clear();
+        t.ended = false;
+        t.human = Human::None;
+        t.needs_human = None;
+        t.agent_ids.clear();
+        let _ = now;
+        self.csat = None;
+        self.commit(vec![Record::ConversationOpened], AfterCommit::Nothing, out);
+    }
+
+    /// The conversation needs a person: the desk puts it in line (or answers
+    /// that nobody is available); meanwhile the AI is silent.
+    fn ask_for_person(&mut self, reason: String, out: &mut Vec<Out>) {
+        self.mark_needs_human(reason.clone(), out);
+        let t = self.transcript();
+        if t.human == Human::None {
+            t.human = Human::Waiting;
+        }
+        let preview = t
+            .items
+            .iter()
+            .rev()
+            .find(|i| i.from == Author::Visitor)
+            .map(|i| i.text.clone());
+        let page = self.page.as_ref();
+        out.push(Out::Desk(VisitorEvent::NeedsHuman {
+            conv: self.conversation.bytes(),
+            key: self.key,
+            site: self.site.to_string(),
+            reason,
+            lang: page.and_then(|p| p.lang()).map(str::to_owned),
+            page: page.and_then(|p| p.page()).map(str::to_owned),
+            referrer: page.and_then(|p| p.referrer()).map(str::to_owned),
+            preview,
+            skill: None,
+        }));
+    }
+
+    /// What the agent desk says about this conversation.
+    pub fn on_desk(&mut self, ev: SessionEvent, now: Now, out: &mut Vec<Out>) {
+        let conv = self.conversation.bytes();
+        match ev {
+            SessionEvent::Queued { position } => {
+                self.transcript().human = Human::Waiting;
+                let msg = ServerMsg::Agent {
+                    event: AgentEvent::Queued,
+                    position: Some(position),
+                    name: None,
+                }
+                .to_bytes();
+                self.broadcast(msg, out);
+            }
+            SessionEvent::Joined { name } => {
+                self.transcript().human = Human::Held(name.clone().into_boxed_str());
+                let msg = ServerMsg::Agent {
+                    event: AgentEvent::Joined,
+                    position: None,
+                    name: Some(&name),
+                }
+                .to_bytes();
+                self.commit(
+                    vec![Record::Assigned { agent: Some(name) }],
+                    AfterCommit::Nothing,
+                    out,
+                );
+                self.broadcast(msg, out);
+            }
+            SessionEvent::Left { name } => {
+                self.transcript().human = Human::None;
+                let msg = ServerMsg::Agent {
+                    event: AgentEvent::Left,
+                    position: None,
+                    name: Some(&name),
+                }
+                .to_bytes();
+                self.commit(
+                    vec![Record::Assigned { agent: None }],
+                    AfterCommit::Nothing,
+                    out,
+                );
+                self.broadcast(msg, out);
+            }
+            SessionEvent::NoneAvailable => {
+                self.transcript().human = Human::None;
+                let msg = ServerMsg::Agent {
+                    event: AgentEvent::NoneAvailable,
+                    position: None,
+                    name: None,
+                }
+                .to_bytes();
+                self.broadcast(msg, out);
+            }
+            SessionEvent::AgentTyping { name } => {
+                let msg = ServerMsg::Typing {
+                    from: Author::Agent,
+                    name: &name,
+                }
+                .to_bytes();
+                self.broadcast(msg, out);
+            }
+            SessionEvent::AgentMessage {
+                agent,
+                name,
+                id,
+                text,
+                ..
+            } => {
+                let t = self.transcript();
+                if let Some(&seq) = t.agent_ids.get(&id) {
+                    out.push(Out::Desk(VisitorEvent::AgentMessageStored {
+                        conv,
+                        agent,
+                        id,
+                        seq,
+                    }));
+                    return;
+                }
+                if !matches!(t.human, Human::Held(_)) || t.ended {
+                    out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
+                        conv,
+                        agent,
+                        id,
+                        error: "the conversation is no longer held by an agent".into(),
+                    }));
+                    return;
+                }
+                let seq = t.next_seq;
+                t.next_seq += 1;
+                let item = Item {
+                    seq,
+                    from: Author::Agent,
+                    text,
+                    ts: now.unix_ms,
+                    id: None,
+                    reply: None,
+                    sources: None,
+                    name: Some(name),
+                };
+                t.items.push(item.clone());
+                t.agent_ids.insert(id.clone(), seq);
+                let msg = ServerMsg::Message {
+                    seq,
+                    from: Author::Agent,
+                    name: item.name.as_deref().unwrap_or(""),
+                    text: &item.text,
+                }
+                .to_bytes();
+                self.commit(
+                    vec![Record::Item {
+                        item,
+                        in_reply_to: None,
+                        confidence: None,
+                        ttft_ms: None,
+                        total_ms: None,
+                    }],
+                    AfterCommit::AgentMessage {
+                        msg,
+                        agent,
+                        id,
+                        seq,
+                    },
+                    out,
+                );
+            }
+            SessionEvent::End { reason } => {
+                let t = self.transcript();
+                t.ended = true;
+                t.human = Human::None;
+                let msg = ServerMsg::Ended { reason }.to_bytes();
+                self.commit(
+                    vec![Record::Ended {
+                        reason: reason.to_string(),
+                    }],
+                    AfterCommit::Broadcast(msg),
+                    out,
+                );
+            }
+        }
+        self.wake_poller(out);
     }
 
     /// A refusal of one message: `rate_limited` or `busy`, with its id and wait.
@@ -673,7 +954,12 @@ impl Session {
     }
 
     fn commit(&mut self, records: Vec<Record>, then: AfterCommit, out: &mut Vec<Out>) {
-        self.transcript().after_commit.push_back(then);
+        if matches!(then, AfterCommit::Nothing) && self.t.is_none() && self.bare_commits < u16::MAX
+        {
+            self.bare_commits += 1;
+        } else {
+            self.transcript().after_commit.push_back(then);
+        }
         out.push(Out::Commit(records));
     }
 
@@ -692,6 +978,10 @@ impl Session {
     /// The store has committed (or failed to commit) the oldest outstanding
     /// [`Out::Commit`] of this session.
     pub fn on_committed(&mut self, result: Result<(), String>, now: Instant, out: &mut Vec<Out>) {
+        if self.bare_commits > 0 {
+            self.bare_commits -= 1;
+            return;
+        }
         let Some(then) = self.t.as_mut().and_then(|t| t.after_commit.pop_front()) else {
             return;
         };
@@ -702,6 +992,7 @@ impl Session {
                     seq,
                     job,
                     received,
+                    answer,
                 },
                 Ok(()),
             ) => {
@@ -711,6 +1002,19 @@ impl Session {
                 let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
                 self.broadcast(ack, out);
                 out.push(Out::Acked(now.saturating_duration_since(received)));
+                if !answer {
+                    // A person is asked for or holds the conversation: the desk
+                    // passes the message on; the AI stays silent.
+                    if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
+                        let item = serde_json::to_value(item).unwrap_or_default();
+                        out.push(Out::Desk(VisitorEvent::Item {
+                            conv: self.conversation.bytes(),
+                            item,
+                        }));
+                    }
+                    self.wake_poller(out);
+                    return;
+                }
                 self.transcript().replies.push(LiveReply {
                     id: job.reply.clone(),
                     in_reply_to: job.in_reply_to.clone(),
@@ -720,19 +1024,61 @@ impl Session {
                 });
                 out.push(Out::Answer(job));
             }
-            (AfterCommit::Ack { id, seq, .. }, Err(e)) => {
+            (
+                AfterCommit::Ack {
+                    id, seq, answer, ..
+                },
+                Err(e),
+            ) => {
                 // Not stored: forget it so a resend starts afresh.
                 if let Some(t) = self.t.as_mut() {
                     t.acked.remove(&id);
                     t.items.retain(|i| i.seq != seq);
                 }
-                out.push(Out::ReleaseAdmission);
+                if answer {
+                    out.push(Out::ReleaseAdmission);
+                }
                 let msg = format!("the message could not be stored ({e}); resend it");
                 let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
                 self.broadcast(err, out);
                 out.push(Out::ErrorSent(ErrorCode::Internal));
             }
             (AfterCommit::Done { msg, .. }, Ok(())) => self.broadcast(msg, out),
+            (AfterCommit::Broadcast(msg), Ok(())) => self.broadcast(msg, out),
+            (AfterCommit::Broadcast(_), Err(e)) => {
+                let msg = format!("could not be stored ({e}); try again");
+                self.broadcast(error_msg(ErrorCode::Internal, &msg, None, None), out);
+                out.push(Out::ErrorSent(ErrorCode::Internal));
+            }
+            (
+                AfterCommit::AgentMessage {
+                    msg,
+                    agent,
+                    id,
+                    seq,
+                },
+                Ok(()),
+            ) => {
+                self.broadcast(msg, out);
+                out.push(Out::Desk(VisitorEvent::AgentMessageStored {
+                    conv: self.conversation.bytes(),
+                    agent,
+                    id,
+                    seq,
+                }));
+            }
+            (AfterCommit::AgentMessage { agent, id, seq, .. }, Err(e)) => {
+                if let Some(t) = self.t.as_mut() {
+                    t.agent_ids.remove(&id);
+                    t.items.retain(|i| i.seq != seq);
+                }
+                out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
+                    conv: self.conversation.bytes(),
+                    agent,
+                    id,
+                    error: format!("the message could not be stored ({e}); send it again"),
+                }));
+            }
             (AfterCommit::Done { in_reply_to, .. }, Err(e)) => {
                 let msg = format!("the reply could not be stored ({e})");
                 self.broadcast(
@@ -857,7 +1203,12 @@ impl Session {
             out,
         );
         out.push(Out::ErrorSent(ErrorCode::Unavailable));
-        self.mark_needs_human(reason.to_string(), out);
+        // Offered to a person, once per conversation.
+        if self.t.as_ref().is_some_and(|t| t.human == Human::None) {
+            self.ask_for_person(reason.to_string(), out);
+        } else {
+            self.mark_needs_human(reason.to_string(), out);
+        }
         self.wake_poller(out);
         true
     }

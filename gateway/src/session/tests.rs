@@ -409,6 +409,7 @@ fn restored_session_resumes_and_re_acks() {
         acked: vec![("old".into(), 1)],
         page: Some(PageInfo::from_parts(Some("fr"), None, None)),
         needs_human: None,
+        ended: false,
     };
     let mut sess = Session::restore(
         SessionKey::random().unwrap(),
@@ -470,6 +471,18 @@ fn human_request_marks_the_conversation_once() {
         &mut out,
     );
     assert_eq!(commits(&out), 1);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Out::Desk(crate::desk::VisitorEvent::NeedsHuman { .. }))),
+        "the desk is asked"
+    );
+    out.clear();
+    // The desk has nobody: the visitor is told.
+    sess.on_desk(
+        crate::desk::SessionEvent::NoneAvailable,
+        at(t0, 0),
+        &mut out,
+    );
     assert_eq!(sent_to(&out, 1)[0]["event"], "none_available");
     out.clear();
     sess.on_client(

@@ -405,12 +405,7 @@ greeting = "Hi! Ask me about boots, packs or returns."
 title = "Quiet shop"
 `;
 
-// The gateway's side of the desk (routing, /agent/ws, the agent API) exists as
-// a tested sans-IO core (gateway/src/desk) but is not yet wired into the server:
-// until it is, these run only when asked (LC_AGENT_DESK=1), and issue 6 stays open.
-const DESK_WIRED = process.env.LC_AGENT_DESK === '1';
-
-describe('agent desk and widget against the gateway', { skip: DESK_WIRED ? false : 'the gateway does not serve the agent desk yet (issue 6 in progress); LC_AGENT_DESK=1 runs it' }, () => {
+describe('agent desk and widget against the gateway', () => {
   let gw;
   let proxy;
   const pages = new Map([['/__host/quiet', hostPage({ site: 'quiet' })]]);
@@ -512,7 +507,7 @@ describe('agent desk and widget against the gateway', { skip: DESK_WIRED ? false
     assert.equal(await v.locator('li.agent .who').first().textContent(), 'Ada');
     await log.locator('li[data-from="agent"]:not(.pending)', { hasText: 'Sorry about the boots' }).waitFor({ timeout: T });
     await input.pressSequentially('/tha', { timeout: T });
-    await desk.getByRole('option', { name: /thanks/ }).waitFor({ timeout: T });
+    await desk.locator('li[role="option"]', { hasText: '/thanks' }).waitFor({ timeout: T });
     await input.press('Enter');
     assert.equal(await input.inputValue(), 'Thank you for waiting!');
     await input.press('Enter');
