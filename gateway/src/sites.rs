@@ -35,6 +35,72 @@ pub struct Trigger {
     pub message: String,
 }
 
+/// A rule that hands a conversation to a person without the visitor asking:
+/// a keyword in a visitor's message, or the page the visitor is on (`*`
+/// matches any run of characters). Either or both; both must hold when both
+/// are given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandoffRule {
+    /// A word or phrase, matched without regard to case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    /// A page URL pattern such as `https://shop.example/checkout*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The skill routing should look for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skill: Option<String>,
+}
+
+impl HandoffRule {
+    /// Whether the rule holds for a visitor's message on `page`.
+    pub fn matches(&self, text: &str, page: Option<&str>) -> bool {
+        if self.keyword.is_none() && self.page.is_none() {
+            return false;
+        }
+        let kw = self
+            .keyword
+            .as_deref()
+            .is_none_or(|k| text.to_lowercase().contains(&k.to_lowercase()));
+        let pg = self
+            .page
+            .as_deref()
+            .is_none_or(|p| page.is_some_and(|u| wildcard(p, u)));
+        kw && pg
+    }
+
+    /// Why, for the agent's card.
+    pub fn reason(&self) -> String {
+        match (&self.keyword, &self.page) {
+            (Some(k), Some(p)) => format!("site rule: '{k}' on {p}"),
+            (Some(k), None) => format!("site rule: the visitor wrote '{k}'"),
+            (None, Some(p)) => format!("site rule: the visitor is on {p}"),
+            (None, None) => "site rule".into(),
+        }
+    }
+}
+
+/// `*`-wildcard match of the whole of `s`.
+fn wildcard(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || !s[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// One site's settings, as the config file and the admin API spell them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +119,11 @@ pub struct SiteConfig {
     pub title: Option<String>,
     /// First line the widget shows before anyone writes.
     pub greeting: Option<String>,
+    /// Rules that hand a conversation to a person without the visitor asking.
+    pub handoff: Vec<HandoffRule>,
+    /// A reply whose confidence is below this offers the conversation to a
+    /// person (0, the default, never does).
+    pub human_below_confidence: f32,
 }
 
 /// What the widget receives in `welcome`'s `config`: the public part of a site.
@@ -338,6 +409,33 @@ fn demo_site() -> SiteConfig {
         greeting: Some("Hi! Ask me anything about the demo shop.".into()),
         instructions: "You are the demo shop's assistant. Answer briefly and kindly.".into(),
         ..SiteConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod handoff_tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_keywords_and_pages() {
+        let kw = HandoffRule {
+            keyword: Some("Refund".into()),
+            ..Default::default()
+        };
+        assert!(kw.matches("I want a REFUND now", None));
+        assert!(!kw.matches("hello", Some("https://x/")));
+        let pg = HandoffRule {
+            page: Some("https://shop.example/checkout*".into()),
+            skill: Some("billing".into()),
+            ..Default::default()
+        };
+        assert!(pg.matches("hi", Some("https://shop.example/checkout/pay")));
+        assert!(!pg.matches("hi", Some("https://shop.example/cart")));
+        assert!(!pg.matches("hi", None));
+        assert!(!HandoffRule::default().matches("anything", Some("x")));
+        assert!(wildcard("a*b*c", "axxbyyc"));
+        assert!(!wildcard("a*b*c", "axxbyy"));
+        assert!(wildcard("*", ""));
     }
 }
 

@@ -18,8 +18,12 @@ offer_timeout_ms = 20000
 queue_timeout_ms = 60000
 reconnect_grace_ms = 200
 
+[sites.demo]
+handoff = [{ keyword = "refund", skill = "billing" }]
+
 [sites.other]
 title = "Another shop"
+human_below_confidence = 0.9
 "#;
 
 fn start(driver: &str) -> Gateway {
@@ -446,5 +450,45 @@ fn refusals_of_the_agent_api() {
         br#"{"token":"lca_nope"}"#,
     );
     assert_eq!(bad.status, 401);
+    gw.stop();
+}
+
+#[test]
+fn site_rules_and_low_confidence_hand_off_without_asking() {
+    let gw = start("auto");
+    let (_, t1) = agent(&gw, "Ada", "agent", &["demo", "other"]);
+    let mut ada = AgentSocket::open(&gw, &t1);
+    ada.until("welcome");
+
+    // A keyword rule: the AI does not answer; the desk gets it with its reason.
+    let mut v = connect(&gw, "/ws?site=demo", None, None).unwrap();
+    v.hello();
+    v.send(json!({"type": "message", "id": "m1", "text": "I want a refund for my boots"}));
+    let seen = v.recv_until("agent");
+    assert!(seen.iter().any(|m| m["type"] == "ack"), "{seen:?}");
+    assert!(
+        seen.iter().all(|m| m["type"] != "token"),
+        "the AI stays silent: {seen:?}"
+    );
+    assert_eq!(seen.last().unwrap()["event"], "queued");
+    let offer = ada.until("offer");
+    assert!(
+        offer["reason"].as_str().unwrap().contains("refund"),
+        "{offer}"
+    );
+
+    // Low confidence (the simulator's ungrounded 0.5 is under this site's 0.9):
+    // the AI's answer arrives, then the conversation is offered to a person.
+    let mut w = connect(&gw, "/ws?site=other", None, None).unwrap();
+    w.hello();
+    w.send(json!({"type": "message", "id": "m1", "text": "what is your return policy?"}));
+    let seen = w.recv_until("agent");
+    assert!(seen.iter().any(|m| m["type"] == "done"), "{seen:?}");
+    assert_eq!(seen.last().unwrap()["event"], "queued");
+    let offer = ada.until("offer");
+    assert!(
+        offer["reason"].as_str().unwrap().contains("confidence"),
+        "{offer}"
+    );
     gw.stop();
 }

@@ -268,8 +268,24 @@ pub struct Desk {
     socks: HashMap<AgentId, Vec<SubId>>,
     /// Agents whose last socket closed, and when.
     gone: HashMap<AgentId, Instant>,
+    /// The line changed since agents and waiting visitors were last told.
+    queue_dirty: bool,
+    /// When they may be told next (see [`QUEUE_PUSH_INTERVAL`]).
+    next_push: Option<Instant>,
     out: Vec<DeskOut>,
 }
+
+/// Shortest time between two pushes of the line (`queue` frames to agents,
+/// new positions to waiting visitors). A busy line changes with every
+/// arrival and assignment; telling every agent the whole line each time
+/// costs agents x line per change. Coalesced, it costs that at most five
+/// times a second, and every push carries the line as it is then: nobody
+/// misses the latest position, only the ones in between. A visitor joining
+/// the line hears their position at once.
+pub const QUEUE_PUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Most cards per site in a `queue` frame (its `total` says how many wait).
+pub const QUEUE_FRAME_CARDS: usize = 100;
 
 fn conv_name(c: &ConvKey) -> String {
     ConversationId::from_bytes(*c).to_string()
@@ -293,6 +309,8 @@ impl Desk {
             convs: HashMap::new(),
             socks: HashMap::new(),
             gone: HashMap::new(),
+            queue_dirty: false,
+            next_push: None,
             out: Vec::new(),
         }
     }
@@ -420,6 +438,17 @@ impl Desk {
                     skill,
                     since: now,
                 });
+                if let Some((_, pos)) = self
+                    .router
+                    .positions()
+                    .into_iter()
+                    .find(|(c, _)| *c == conv)
+                {
+                    if let Some(c) = self.convs.get_mut(&conv) {
+                        c.told = pos;
+                    }
+                    self.tell_session(key, SessionEvent::Queued { position: pos });
+                }
                 self.queue_changed(now);
             }
             VisitorEvent::Item { conv, item } => {
@@ -438,7 +467,7 @@ impl Desk {
                     None => {
                         if item["from"] == "visitor" {
                             c.preview = item["text"].as_str().map(preview);
-                            self.broadcast_queue();
+                            self.queue_dirty = true;
                         }
                     }
                 }
@@ -556,7 +585,12 @@ impl Desk {
             .values()
             .min()
             .map(|t| *t + self.cfg.reconnect_grace);
-        [offers, waits, gone].into_iter().flatten().min()
+        let push = if self.queue_dirty {
+            self.next_push
+        } else {
+            None
+        };
+        [offers, waits, gone, push].into_iter().flatten().min()
     }
 
     /// Timeouts: lapsed offers, conversations that waited too long, agents
@@ -591,6 +625,8 @@ impl Desk {
         }
         if changed {
             self.queue_changed(now);
+        } else if self.queue_dirty && self.next_push.is_none_or(|t| now >= t) {
+            self.push_queue(now);
         }
     }
 
@@ -1023,18 +1059,20 @@ impl Desk {
 
     // ---- the line -------------------------------------------------------
 
-    /// After any change to the line or to agents: make offers, tell visitors
-    /// their new positions, show agents the new queue.
+    /// After any change to the line or to agents: make offers at once; tell
+    /// visitors their new positions and show agents the line, coalesced.
     fn queue_changed(&mut self, now: Instant) {
-        for o in self.router.dispatch(now, self.cfg.offer_timeout) {
-            let Some(c) = self.convs.get(&o.conv) else {
-                continue;
-            };
-            let mut card = self.card(&o.conv, c, None);
-            card["type"] = json!("offer");
-            card["expires_in_ms"] = json!(self.cfg.offer_timeout.as_millis() as u64);
-            self.send_agent(o.agent, wire::frame(&card));
+        self.make_offers(now);
+        self.queue_dirty = true;
+        if self.next_push.is_none_or(|t| now >= t) {
+            self.push_queue(now);
         }
+    }
+
+    /// Tells waiting visitors their positions and agents the line, now.
+    fn push_queue(&mut self, now: Instant) {
+        self.queue_dirty = false;
+        self.next_push = Some(now + QUEUE_PUSH_INTERVAL);
         for (conv, pos) in self.router.positions() {
             if let Some(c) = self.convs.get_mut(&conv) {
                 if c.told != pos {
@@ -1045,6 +1083,18 @@ impl Desk {
             }
         }
         self.broadcast_queue();
+    }
+
+    fn make_offers(&mut self, now: Instant) {
+        for o in self.router.dispatch(now, self.cfg.offer_timeout) {
+            let Some(c) = self.convs.get(&o.conv) else {
+                continue;
+            };
+            let mut card = self.card(&o.conv, c, None);
+            card["type"] = json!("offer");
+            card["expires_in_ms"] = json!(self.cfg.offer_timeout.as_millis() as u64);
+            self.send_agent(o.agent, wire::frame(&card));
+        }
     }
 
     fn queue_cards(&self, serves: impl Fn(&str) -> bool) -> Vec<Value> {
@@ -1061,11 +1111,15 @@ impl Desk {
     /// Sends every online agent the queue of their sites. Each site's cards
     /// are rendered once, however many agents see them.
     fn broadcast_queue(&mut self) {
-        let mut per_site: HashMap<String, Vec<String>> = HashMap::new();
+        // Per site: how many wait, and the first cards rendered once.
+        let mut per_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
         for (conv, pos) in self.router.positions() {
             if let Some(c) = self.convs.get(&conv) {
-                let card = self.card(&conv, c, Some(pos)).to_string();
-                per_site.entry(c.site.clone()).or_default().push(card);
+                let (n, cards) = per_site.entry(c.site.clone()).or_default();
+                *n += 1;
+                if cards.len() < QUEUE_FRAME_CARDS {
+                    cards.push(self.card(&conv, c, Some(pos)).to_string());
+                }
             }
         }
         let agents: Vec<AgentId> = self.socks.keys().copied().collect();
@@ -1075,10 +1129,13 @@ impl Desk {
             };
             let mut body = String::from(r#"{"type":"queue","items":["#);
             let mut first = true;
+            let mut total = 0;
             let mut sites: Vec<&String> = per_site.keys().filter(|s| a.serves(s)).collect();
             sites.sort();
             for s in sites {
-                for card in &per_site[s] {
+                let (n, cards) = &per_site[s];
+                total += n;
+                for card in cards {
                     if !first {
                         body.push(',');
                     }
@@ -1086,7 +1143,7 @@ impl Desk {
                     body.push_str(card);
                 }
             }
-            body.push_str("]}");
+            body.push_str(&format!("],\"total\":{total}}}"));
             self.send_agent(agent, Bytes::from(body));
         }
     }

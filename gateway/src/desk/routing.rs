@@ -407,13 +407,26 @@ impl Router {
 
     /// Matches waiting conversations with eligible agents, oldest first, and
     /// returns the offers made (each open for `ttl`).
+    ///
+    /// Only agents with room are considered, and the scan stops once none is
+    /// left: with a long line and busy agents (the usual case in a surge) a
+    /// call costs the few free agents, not the whole line times every agent.
     pub fn dispatch(&mut self, now: Instant, ttl: Duration) -> Vec<Offer> {
+        let mut free: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| a.online && a.available && a.load() < a.profile.capacity)
+            .map(|a| a.profile.id)
+            .collect();
         let mut offers = Vec::new();
         for i in 0..self.queue.len() {
+            if free.is_empty() {
+                break;
+            }
             if self.queue[i].offer.is_some() {
                 continue;
             }
-            let Some(agent) = self.best_agent(&self.queue[i]) else {
+            let Some(agent) = self.best_agent(&self.queue[i], &free) else {
                 continue;
             };
             let until = now + ttl;
@@ -422,6 +435,9 @@ impl Router {
             if let Some(a) = self.agents.get_mut(&agent) {
                 a.offered += 1;
                 a.last_busy = self.busy_counter;
+                if a.load() >= a.profile.capacity {
+                    free.retain(|f| *f != agent);
+                }
             }
             offers.push(Offer {
                 conv: self.queue[i].w.conv,
@@ -432,18 +448,12 @@ impl Router {
         offers
     }
 
-    fn best_agent(&self, e: &Entry) -> Option<AgentId> {
+    fn best_agent(&self, e: &Entry, free: &[AgentId]) -> Option<AgentId> {
         let lang = e.w.lang.as_deref().unwrap_or("");
         let skill = e.w.skill.as_deref();
-        self.agents
-            .values()
-            .filter(|a| {
-                a.online
-                    && a.available
-                    && a.profile.serves(&e.w.site)
-                    && a.load() < a.profile.capacity
-                    && !e.declined.contains(&a.profile.id)
-            })
+        free.iter()
+            .filter_map(|id| self.agents.get(id))
+            .filter(|a| a.profile.serves(&e.w.site) && !e.declined.contains(&a.profile.id))
             .min_by_key(|a| {
                 (
                     !a.profile.speaks(lang),

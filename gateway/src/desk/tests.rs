@@ -121,8 +121,14 @@ fn hand_off_from_queue_to_resolved() {
     let f = frames(&out, SUB_A);
     assert_eq!(f[0]["type"], "offer");
     assert_eq!(f[0]["conversation"], name(1));
-    assert_eq!(f[1]["type"], "queue");
-    assert_eq!(f[1]["items"][0]["preview"], "where is my order?");
+    // The line is pushed to agents at most every QUEUE_PUSH_INTERVAL.
+    let push = t.desk.next_deadline().unwrap();
+    assert_eq!(push, t.t0 + QUEUE_PUSH_INTERVAL);
+    t.desk.tick(push);
+    let f = frames(&t.desk.take_out(), SUB_A);
+    assert_eq!(f[0]["type"], "queue");
+    assert_eq!(f[0]["items"][0]["preview"], "where is my order?");
+    assert_eq!(f[0]["total"], 1);
 
     t.desk.on_agent_frame(
         t.ada,
@@ -230,6 +236,13 @@ fn positions_move_up_and_routing_prefers_language() {
         format!(r#"{{"type":"take","conversation":"{}"}}"#, name(1)).as_bytes(),
         t.t0,
     );
+    let ev = session_events(&t.desk.take_out());
+    assert_eq!(
+        ev,
+        vec![SessionEvent::Joined { name: "Bob".into() }],
+        "positions wait for the next push"
+    );
+    t.desk.tick(t.t0 + QUEUE_PUSH_INTERVAL);
     let ev = session_events(&t.desk.take_out());
     assert!(ev.contains(&SessionEvent::Queued { position: 5 }), "{ev:?}");
 }
@@ -343,6 +356,7 @@ fn timeouts_offer_queue_and_disconnect() {
     t.desk.on_agent_open(t.ada, SUB_A, t.t0);
     t.desk.on_agent_open(t.bob, SUB_B, t.t0);
     t.desk.on_visitor(needs(1, "en"), t.t0, 0);
+    t.desk.tick(t.t0 + QUEUE_PUSH_INTERVAL);
     t.desk.take_out();
     // Ada lets the offer lapse: it goes to Bob.
     let lapse = t.desk.next_deadline().unwrap();

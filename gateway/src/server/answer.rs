@@ -98,14 +98,19 @@ impl Worker {
                 let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
                     return;
                 };
+                let threshold = |site: &str| {
+                    self.shared
+                        .sites
+                        .get(site)
+                        .map_or(0.0, |s| s.config.human_below_confidence)
+                };
                 self.with_session(key, |s, out| {
-                    s.reply_done(
-                        &reply,
-                        Vec::new(),
-                        UNGROUNDED_CONFIDENCE,
-                        Now::current(),
-                        out,
-                    )
+                    let confidence = UNGROUNDED_CONFIDENCE;
+                    let done = s.reply_done(&reply, Vec::new(), confidence, Now::current(), out);
+                    if done && confidence < threshold(&s.site) {
+                        s.low_confidence(confidence);
+                    }
+                    done
                 });
             }
             Event::Failed { id, error } => {

@@ -354,6 +354,9 @@ impl Worker {
             None => empty_config(),
         };
         let instructions = site.as_ref().map_or("", |s| s.config.instructions.as_str());
+        let handoff = site
+            .as_ref()
+            .map_or(&[][..], |s| s.config.handoff.as_slice());
         let l = &self.shared.config.limits;
         let admission = ServiceAdmission(&self.inference);
         f(&Settings {
@@ -365,6 +368,7 @@ impl Worker {
             context_tokens: self.shared.config.inference.context_tokens,
             count_tokens: inference_client::count_tokens,
             admission: &admission,
+            handoff,
         })
     }
 

@@ -106,6 +106,8 @@ pub struct Settings<'a> {
     pub count_tokens: fn(&str) -> u32,
     /// Surge admission.
     pub admission: &'a dyn Admission,
+    /// The site's rules for handing a conversation to a person.
+    pub handoff: &'a [crate::sites::HandoffRule],
 }
 
 /// A reply to produce.
@@ -287,6 +289,9 @@ enum AfterCommit {
         job: AnswerJob,
         received: Instant,
         answer: bool,
+        /// A site rule hands the conversation to a person once this is stored:
+        /// why, and the skill asked for.
+        handoff: Option<Box<(String, Option<String>)>>,
     },
     /// An agent's message is stored: show it to the visitor, tell the desk.
     AgentMessage {
@@ -298,7 +303,12 @@ enum AfterCommit {
     /// Show something once it is stored.
     Broadcast(Bytes),
     /// Announce a finished reply.
-    Done { msg: Bytes, in_reply_to: String },
+    Done {
+        msg: Bytes,
+        in_reply_to: String,
+        /// Offer the conversation to a person once `done` is out (why).
+        ask: Option<String>,
+    },
     /// Nothing visible.
     Nothing,
 }
@@ -588,7 +598,7 @@ impl Session {
                     self.reopen(now, out);
                 }
                 let reason = reason.unwrap_or_else(|| "the visitor asked for a person".into());
-                self.ask_for_person(reason, out);
+                self.ask_for_person(reason, None, out);
             }
             ClientMsg::LeaveMessage { email, text } => {
                 let msg = ServerMsg::Agent {
@@ -671,8 +681,18 @@ impl Session {
         if self.t.as_ref().is_some_and(|t| t.ended) {
             self.reopen(now, out);
         }
-        // While a person is asked for or holds the conversation, the AI is silent.
-        let answer = self.t.as_ref().is_none_or(|t| t.human == Human::None);
+        // While a person is asked for or holds the conversation, the AI is
+        // silent; a site rule may hand this very message to a person.
+        let mut answer = self.t.as_ref().is_none_or(|t| t.human == Human::None);
+        let rule = if answer {
+            let page = self.page.as_ref().and_then(|p| p.page());
+            s.handoff.iter().find(|r| r.matches(&text, page)).cloned()
+        } else {
+            None
+        };
+        if rule.is_some() {
+            answer = false;
+        }
         // The prompt this message would be answered with: its size decides admission.
         let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
         let item = Item {
@@ -738,9 +758,28 @@ impl Session {
                 job,
                 received: now.mono,
                 answer,
+                handoff: rule.map(|r| Box::new((r.reason(), r.skill.clone()))),
             },
             out,
         );
+    }
+
+    /// A finished reply's confidence was under the site's threshold: offer
+    /// the conversation to a person (once; the AI keeps its reply).
+    ///
+    /// Call right after [`Session::reply_done`]: the offer follows that
+    /// reply's `done`, once it is stored.
+    pub fn low_confidence(&mut self, confidence: f32) {
+        let reason = format!("the AI's confidence was low ({confidence:.2})");
+        let last_done = self.t.as_mut().and_then(|t| {
+            t.after_commit
+                .iter_mut()
+                .rev()
+                .find(|a| matches!(a, AfterCommit::Done { .. }))
+        });
+        if let Some(AfterCommit::Done { ask, .. }) = last_done {
+            *ask = Some(reason);
+        }
     }
 
     /// Opens a new conversation in this session (the last one ended).
@@ -763,7 +802,7 @@ impl Session {
 
     /// The conversation needs a person: the desk puts it in line (or answers
     /// that nobody is available); meanwhile the AI is silent.
-    fn ask_for_person(&mut self, reason: String, out: &mut Vec<Out>) {
+    fn ask_for_person(&mut self, reason: String, skill: Option<String>, out: &mut Vec<Out>) {
         self.mark_needs_human(reason.clone(), out);
         let t = self.transcript();
         if t.human == Human::None {
@@ -785,7 +824,7 @@ impl Session {
             page: page.and_then(|p| p.page()).map(str::to_owned),
             referrer: page.and_then(|p| p.referrer()).map(str::to_owned),
             preview,
-            skill: None,
+            skill,
         }));
     }
 
@@ -993,6 +1032,7 @@ impl Session {
                     job,
                     received,
                     answer,
+                    handoff,
                 },
                 Ok(()),
             ) => {
@@ -1002,6 +1042,14 @@ impl Session {
                 let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
                 self.broadcast(ack, out);
                 out.push(Out::Acked(now.saturating_duration_since(received)));
+                if let Some(h) = handoff {
+                    // A site rule: the desk gets the conversation, this message
+                    // as its preview; the AI stays silent.
+                    let (reason, skill) = *h;
+                    self.ask_for_person(reason, skill, out);
+                    self.wake_poller(out);
+                    return;
+                }
                 if !answer {
                     // A person is asked for or holds the conversation: the desk
                     // passes the message on; the AI stays silent.
@@ -1043,7 +1091,14 @@ impl Session {
                 self.broadcast(err, out);
                 out.push(Out::ErrorSent(ErrorCode::Internal));
             }
-            (AfterCommit::Done { msg, .. }, Ok(())) => self.broadcast(msg, out),
+            (AfterCommit::Done { msg, ask, .. }, Ok(())) => {
+                self.broadcast(msg, out);
+                if let Some(reason) = ask {
+                    if self.t.as_ref().is_some_and(|t| t.human == Human::None) {
+                        self.ask_for_person(reason, None, out);
+                    }
+                }
+            }
             (AfterCommit::Broadcast(msg), Ok(())) => self.broadcast(msg, out),
             (AfterCommit::Broadcast(_), Err(e)) => {
                 let msg = format!("could not be stored ({e}); try again");
@@ -1172,6 +1227,7 @@ impl Session {
             AfterCommit::Done {
                 msg,
                 in_reply_to: r.in_reply_to,
+                ask: None,
             },
             out,
         );
@@ -1205,7 +1261,7 @@ impl Session {
         out.push(Out::ErrorSent(ErrorCode::Unavailable));
         // Offered to a person, once per conversation.
         if self.t.as_ref().is_some_and(|t| t.human == Human::None) {
-            self.ask_for_person(reason.to_string(), out);
+            self.ask_for_person(reason.to_string(), None, out);
         } else {
             self.mark_needs_human(reason.to_string(), out);
         }

@@ -48,6 +48,7 @@ fn settings<'a>(cfg: &'a RawValue, gate: &'a dyn Admission) -> Settings<'a> {
         context_tokens: 1000,
         count_tokens: words,
         admission: gate,
+        handoff: &[],
     }
 }
 
