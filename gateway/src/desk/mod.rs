@@ -258,6 +258,28 @@ struct Conv {
     told: u32,
 }
 
+/// A `queue` frame of the cards of `sites`.
+fn queue_frame(sites: &[&String], per_site: &HashMap<String, (usize, Vec<String>)>) -> Bytes {
+    let mut body = String::from(r#"{"type":"queue","items":["#);
+    let mut first = true;
+    let mut total = 0;
+    for s in sites {
+        let Some((n, cards)) = per_site.get(*s) else {
+            continue;
+        };
+        total += n;
+        for card in cards {
+            if !first {
+                body.push(',');
+            }
+            first = false;
+            body.push_str(card);
+        }
+    }
+    body.push_str(&format!("],\"total\":{total}}}"));
+    Bytes::from(body)
+}
+
 /// The agent desk's state.
 pub struct Desk {
     cfg: DeskConfig,
@@ -1122,29 +1144,23 @@ impl Desk {
                 }
             }
         }
-        let agents: Vec<AgentId> = self.socks.keys().copied().collect();
-        for agent in agents {
+        // Agents serving the same sites share one frame.
+        let mut frames: HashMap<Vec<&String>, Bytes> = HashMap::new();
+        let mut sends: Vec<(AgentId, Bytes)> = Vec::new();
+        for &agent in self.socks.keys() {
             let Some(a) = self.dir.get(agent) else {
                 continue;
             };
-            let mut body = String::from(r#"{"type":"queue","items":["#);
-            let mut first = true;
-            let mut total = 0;
             let mut sites: Vec<&String> = per_site.keys().filter(|s| a.serves(s)).collect();
             sites.sort();
-            for s in sites {
-                let (n, cards) = &per_site[s];
-                total += n;
-                for card in cards {
-                    if !first {
-                        body.push(',');
-                    }
-                    first = false;
-                    body.push_str(card);
-                }
-            }
-            body.push_str(&format!("],\"total\":{total}}}"));
-            self.send_agent(agent, Bytes::from(body));
+            let frame = frames
+                .entry(sites)
+                .or_insert_with_key(|sites| queue_frame(sites, &per_site))
+                .clone();
+            sends.push((agent, frame));
+        }
+        for (agent, frame) in sends {
+            self.send_agent(agent, frame);
         }
     }
 
