@@ -39,6 +39,29 @@ pub enum Command {
     Serve,
     /// Print the effective configuration as TOML and exit.
     PrintConfig,
+    /// The sites' knowledge bases.
+    #[command(subcommand)]
+    Kb(KbCommand),
+}
+
+/// `gateway kb ...`
+#[derive(Debug, Subcommand)]
+pub enum KbCommand {
+    /// Ingest files and folders (Markdown, HTML, text) into a site's knowledge
+    /// base; the site is made with defaults if it does not exist. Changed
+    /// documents replace their chunks, unchanged ones are skipped, bad files are
+    /// named and skipped.
+    Add {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The data directory the server uses [default: the configured one].
+        #[arg(long = "data-dir")]
+        data_dir: Option<PathBuf>,
+        /// Files and folders (folders recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// Which io driver the workers run on.

@@ -12,6 +12,7 @@ pub mod chat;
 pub mod config;
 pub mod desk;
 pub mod http;
+pub mod kb;
 pub mod metrics;
 pub mod server;
 pub mod session;

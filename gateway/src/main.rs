@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::config::{Cli, Command, Config};
+use gateway::config::{Cli, Command, Config, KbCommand};
 use gateway::server;
 
 fn main() -> ExitCode {
@@ -28,6 +28,28 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if let Some(Command::Kb(KbCommand::Add {
+        site,
+        data_dir,
+        paths,
+    })) = &cli.command
+    {
+        let dir = data_dir.clone().unwrap_or_else(|| config.data_dir.clone());
+        return match gateway::kb::add(&config, &dir, site, paths) {
+            Ok(a) => {
+                if a.site_created {
+                    println!("site '{site}' made with default settings");
+                }
+                println!("retrieval: {}", a.mode);
+                println!("{}", a.report);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway kb add: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
