@@ -109,7 +109,7 @@ pub fn handle(req: &Request<Vec<u8>>, token: Option<&str>, sites: &SiteRegistry)
 }
 
 /// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

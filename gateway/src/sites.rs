@@ -54,15 +54,16 @@ pub struct HandoffRule {
 }
 
 impl HandoffRule {
-    /// Whether the rule holds for a visitor's message on `page`.
-    pub fn matches(&self, text: &str, page: Option<&str>) -> bool {
+    /// Whether the rule holds for a visitor's message on `page`;
+    /// `text_lower` is the message lowercased (once for all the rules).
+    pub fn matches(&self, text_lower: &str, page: Option<&str>) -> bool {
         if self.keyword.is_none() && self.page.is_none() {
             return false;
         }
         let kw = self
             .keyword
             .as_deref()
-            .is_none_or(|k| text.to_lowercase().contains(&k.to_lowercase()));
+            .is_none_or(|k| text_lower.contains(&k.to_lowercase()));
         let pg = self
             .page
             .as_deref()
@@ -422,7 +423,7 @@ mod handoff_tests {
             keyword: Some("Refund".into()),
             ..Default::default()
         };
-        assert!(kw.matches("I want a REFUND now", None));
+        assert!(kw.matches(&"I want a REFUND now".to_lowercase(), None));
         assert!(!kw.matches("hello", Some("https://x/")));
         let pg = HandoffRule {
             page: Some("https://shop.example/checkout*".into()),

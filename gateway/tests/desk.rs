@@ -55,6 +55,35 @@ fn api(gw: &Gateway, method: &str, path: &str, token: &str, body: Value) -> (u16
     (r.status, v)
 }
 
+/// The status an API call is answered with.
+fn status(gw: &Gateway, method: &str, path: &str, token: &str, body: Value) -> u16 {
+    api(gw, method, path, token, body).0
+}
+
+/// An `/agent/ws` upgrade with these headers; a refusal gives its HTTP status
+/// (`None` for a failure that is not one).
+fn agent_upgrade(
+    gw: &Gateway,
+    headers: &[(&'static str, &str)],
+) -> Result<tungstenite::WebSocket<std::net::TcpStream>, Option<u16>> {
+    let mut req = gw.ws_url("/agent/ws").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    match tungstenite::client::client(req, common::tcp(gw.addr)) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            Err(Some(resp.status().as_u16()))
+        }
+        Err(_) => Err(None),
+    }
+}
+
+/// The status an `/agent/ws` upgrade with these headers is refused with.
+fn upgrade_refused(gw: &Gateway, headers: &[(&'static str, &str)]) -> Option<u16> {
+    agent_upgrade(gw, headers).err().flatten()
+}
+
 /// Makes an agent; returns its id and token.
 fn agent(gw: &Gateway, name: &str, role: &str, sites: &[&str]) -> (u64, String) {
     let (st, v) = api(
@@ -75,12 +104,8 @@ struct AgentSocket(tungstenite::WebSocket<std::net::TcpStream>);
 
 impl AgentSocket {
     fn open(gw: &Gateway, token: &str) -> AgentSocket {
-        let mut req = gw.ws_url("/agent/ws").into_client_request().unwrap();
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-        let (ws, _) =
-            tungstenite::client::client(req, common::tcp(gw.addr)).expect("agent upgrade");
-        AgentSocket(ws)
+        let auth = format!("Bearer {token}");
+        AgentSocket(agent_upgrade(gw, &[("Authorization", &auth)]).expect("agent upgrade"))
     }
 
     fn send(&mut self, v: Value) {
@@ -257,87 +282,81 @@ fn refusals_of_the_agent_api() {
     let new_agent = json!({"name": "Zed", "sites": ["demo"]});
 
     // No credentials, a wrong token.
-    assert_eq!(api(&gw, "GET", "/admin/agents", "", Value::Null).0, 401);
+    assert_eq!(status(&gw, "GET", "/admin/agents", "", Value::Null), 401);
     assert_eq!(
-        api(&gw, "GET", "/admin/agents", "lca_wrong", Value::Null).0,
+        status(&gw, "GET", "/admin/agents", "lca_wrong", Value::Null),
         401
     );
     // An agent token cannot manage agents.
     assert_eq!(
-        api(&gw, "GET", "/admin/agents", &agent_token, Value::Null).0,
+        status(&gw, "GET", "/admin/agents", &agent_token, Value::Null),
         403
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "POST",
             "/admin/agents",
             &agent_token,
             new_agent.clone()
-        )
-        .0,
+        ),
         403
     );
     // An admin manages agents of their sites only.
     assert_eq!(
-        api(&gw, "POST", "/admin/agents", &admin_token, new_agent).0,
+        status(&gw, "POST", "/admin/agents", &admin_token, new_agent),
         201
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "POST",
             "/admin/agents",
             &admin_token,
             json!({"name": "Yan", "sites": ["other"]})
-        )
-        .0,
+        ),
         403
     );
     // Bad input.
     assert_eq!(
-        api(
+        status(
             &gw,
             "POST",
             "/admin/agents",
             &admin_token,
             json!({"name": "", "sites": ["demo"]})
-        )
-        .0,
+        ),
         400
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "POST",
             "/admin/agents",
             &admin_token,
             json!({"name": "Q", "sites": ["nope"]})
-        )
-        .0,
+        ),
         400
     );
     // Canned replies: admins write, agents read, other sites neither.
     assert_eq!(
-        api(
+        status(
             &gw,
             "PUT",
             "/admin/sites/demo/canned/thanks",
             &agent_token,
             json!({"text": "Thanks!"})
-        )
-        .0,
+        ),
         403
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "PUT",
             "/admin/sites/demo/canned/thanks",
             &admin_token,
             json!({"text": "Thanks!"})
-        )
-        .0,
+        ),
         201
     );
     let (st, list) = api(
@@ -349,14 +368,13 @@ fn refusals_of_the_agent_api() {
     );
     assert_eq!((st, list[0]["shortcut"].as_str()), (200, Some("thanks")));
     assert_eq!(
-        api(
+        status(
             &gw,
             "GET",
             "/admin/sites/demo/canned",
             &other_sup,
             Value::Null
-        )
-        .0,
+        ),
         403
     );
     // No token reads another site's conversations.
@@ -365,36 +383,33 @@ fn refusals_of_the_agent_api() {
     v.send(json!({"type": "message", "id": "m1", "text": "hello"}));
     v.recv_until("ack");
     assert_eq!(
-        api(
+        status(
             &gw,
             "GET",
             "/admin/conversations?site=demo",
             &other_sup,
             Value::Null
-        )
-        .0,
+        ),
         403
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "GET",
             &format!("/admin/conversations/{conv}"),
             &other_sup,
             Value::Null
-        )
-        .0,
+        ),
         403
     );
     assert_eq!(
-        api(
+        status(
             &gw,
             "GET",
             &format!("/admin/conversations/{conv}"),
             &agent_token,
             Value::Null
-        )
-        .0,
+        ),
         403,
         "an agent reads only what they hold"
     );
@@ -412,14 +427,9 @@ fn refusals_of_the_agent_api() {
         .iter()
         .any(|c| c["conversation"] == conv.as_str()));
     // The admin token is not an agent: it cannot open an agent socket.
-    let mut req = gw.ws_url("/agent/ws").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Authorization",
-        "Bearer owner-secret-token".parse().unwrap(),
-    );
-    let r = tungstenite::client::client(req, common::tcp(gw.addr));
-    assert!(
-        matches!(r, Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(ref resp))) if resp.status() == 403)
+    assert_eq!(
+        upgrade_refused(&gw, &[("Authorization", "Bearer owner-secret-token")]),
+        Some(403)
     );
     // Nor does a cross-origin page with the agent's cookie get one.
     let login = request(
@@ -434,13 +444,12 @@ fn refusals_of_the_agent_api() {
     assert!(login.header("set-cookie").unwrap().contains("HttpOnly"));
     let me = request(gw.addr, "GET", "/agent/me", &[("Cookie", &cookie)], b"");
     assert_eq!((me.status, me.json()["name"].as_str()), (200, Some("Ada")));
-    let mut req = gw.ws_url("/agent/ws").into_client_request().unwrap();
-    req.headers_mut().insert("Cookie", cookie.parse().unwrap());
-    req.headers_mut()
-        .insert("Origin", "https://evil.example".parse().unwrap());
-    let r = tungstenite::client::client(req, common::tcp(gw.addr));
-    assert!(
-        matches!(r, Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(ref resp))) if resp.status() == 403)
+    assert_eq!(
+        upgrade_refused(
+            &gw,
+            &[("Cookie", &cookie), ("Origin", "https://evil.example")]
+        ),
+        Some(403)
     );
     let bad = request(
         gw.addr,

@@ -215,19 +215,7 @@ fn from_value(v: Value<'_, '_>, max_text: usize) -> Result<ClientMsg, ClientErro
                     .as_str()
                     .ok_or_else(|| ClientError::bad("field 'text' must be a string", Some(&id)))?,
             };
-            if text.len() > max_text {
-                return Err(ClientError {
-                    code: ErrorCode::TooLarge,
-                    message: format!(
-                        "message text is {} bytes, over the limit of {max_text}",
-                        text.len()
-                    ),
-                    id: Some(id),
-                });
-            }
-            if text.trim().is_empty() {
-                return Err(ClientError::bad("field 'text' is empty", Some(&id)));
-            }
+            check_text(text, max_text, Some(&id))?;
             Ok(ClientMsg::Message {
                 id,
                 text: text.to_owned(),
@@ -269,19 +257,7 @@ fn from_value(v: Value<'_, '_>, max_text: usize) -> Result<ClientMsg, ClientErro
                     usable_id,
                 ));
             }
-            if text.trim().is_empty() {
-                return Err(ClientError::bad("field 'text' is empty", usable_id));
-            }
-            if text.len() > max_text {
-                return Err(ClientError {
-                    code: ErrorCode::TooLarge,
-                    message: format!(
-                        "message text is {} bytes, over the limit of {max_text}",
-                        text.len()
-                    ),
-                    id: usable_id.map(str::to_owned),
-                });
-            }
+            check_text(&text, max_text, usable_id)?;
             Ok(ClientMsg::LeaveMessage { email, text })
         }
         other => Err(ClientError {
@@ -290,6 +266,24 @@ fn from_value(v: Value<'_, '_>, max_text: usize) -> Result<ClientMsg, ClientErro
             id: usable_id.map(str::to_owned),
         }),
     }
+}
+
+/// A visitor's text: within the chat message limit (`too_large`), not blank.
+fn check_text(text: &str, max_text: usize, id: Option<&str>) -> Result<(), ClientError> {
+    if text.len() > max_text {
+        return Err(ClientError {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "message text is {} bytes, over the limit of {max_text}",
+                text.len()
+            ),
+            id: id.map(str::to_owned),
+        });
+    }
+    if text.trim().is_empty() {
+        return Err(ClientError::bad("field 'text' is empty", id));
+    }
+    Ok(())
 }
 
 fn valid_id(s: &str) -> bool {

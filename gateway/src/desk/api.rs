@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::directory::{valid_shortcut, AccountInput, Caller, Role};
 use super::{Desk, DeskOut, ReadPurpose};
+use crate::http::request::{cookie, query_param};
 use crate::http::response::{self, Body};
 use crate::session::token::ConversationId;
 use crate::session::SubId;
@@ -44,29 +45,6 @@ fn not_found(msg: impl Into<String>) -> Response<Body> {
     response::text(StatusCode::NOT_FOUND, msg.into())
 }
 
-/// Compares secrets in time that depends only on their lengths.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn cookie_value<'a>(req: &'a Request<Vec<u8>>, name: &str) -> Option<&'a str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn query(req: &Request<Vec<u8>>, name: &str) -> Option<String> {
-    let q = req.uri().query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 impl Desk {
     /// Who a request comes from: a bearer token (the admin token or an
     /// agent's), or under `/agent/` the sign-in cookie.
@@ -79,15 +57,15 @@ impl Desk {
             .map(str::trim);
         if let Some(t) = bearer {
             if let Some(admin) = &self.cfg.admin_token {
-                if same_secret(t.as_bytes(), admin.as_bytes()) {
+                if crate::admin::constant_time_eq(t.as_bytes(), admin.as_bytes()) {
                     return Some(Caller::Owner);
                 }
             }
             return self.dir.by_token(t).map(Caller::Agent);
         }
         if req.uri().path().starts_with("/agent") {
-            if let Some(c) = cookie_value(req, AGENT_COOKIE) {
-                return self.dir.session(c, now).map(Caller::Agent);
+            if let Some(c) = cookie(req, AGENT_COOKIE) {
+                return self.dir.session(&c, now).map(Caller::Agent);
             }
         }
         None
@@ -160,8 +138,7 @@ impl Desk {
         match (&m, parts.as_slice()) {
             (&Method::POST, ["agent", "login"]) => return Some(self.login(req, now)),
             (&Method::POST, ["agent", "logout"]) => {
-                if let Some(c) = cookie_value(req, AGENT_COOKIE) {
-                    let c = c.to_string();
+                if let Some(c) = cookie(req, AGENT_COOKIE) {
                     self.dir.logout(&c);
                 }
                 let mut r = response::empty(StatusCode::NO_CONTENT);
@@ -189,15 +166,14 @@ impl Desk {
                 Caller::Owner => response::json(StatusCode::OK, &json!({"owner": true})),
             }),
             (&Method::GET, ["admin", "agents"]) => {
+                if !self.is_admin(caller) {
+                    return Some(forbidden("only admins manage agents"));
+                }
                 let list: Vec<_> = self
                     .dir
                     .all()
                     .filter(|a| self.dir.may_manage(caller, &a.sites))
-                    .cloned()
                     .collect();
-                if caller != Caller::Owner && !self.is_admin(caller) {
-                    return Some(forbidden("only admins manage agents"));
-                }
                 Some(response::json(StatusCode::OK, &list))
             }
             (&Method::POST, ["admin", "agents"]) => {
@@ -361,7 +337,7 @@ impl Desk {
                 }
             }
             (&Method::GET, ["admin", "conversations"]) => {
-                let Some(site) = query(req, "site") else {
+                let Some(site) = query_param(req.uri(), "site") else {
                     return Some(bad("name the site: ?site=ID"));
                 };
                 if !self.dir.may(caller, &site, Role::Supervisor) {
@@ -369,11 +345,11 @@ impl Desk {
                         "only supervisors and admins of this site list its conversations",
                     ));
                 }
-                let limit = query(req, "limit")
+                let limit = query_param(req.uri(), "limit")
                     .and_then(|l| l.parse::<usize>().ok())
                     .unwrap_or(50)
                     .clamp(1, 500);
-                let before = match query(req, "before") {
+                let before = match query_param(req.uri(), "before") {
                     None => None,
                     Some(b) => match parse_cursor(&b) {
                         Some(c) => Some(c),

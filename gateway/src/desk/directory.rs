@@ -366,6 +366,17 @@ impl Directory {
             .collect()
     }
 
+    /// The canned replies of every site `a` serves: `(site, shortcut, text)`.
+    pub fn canned_for<'a>(
+        &'a self,
+        a: &'a Account,
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> + 'a {
+        self.canned
+            .iter()
+            .filter(|((site, _), _)| a.serves(site))
+            .map(|((site, k), v)| (site.as_str(), k.as_str(), v.as_str()))
+    }
+
     /// Sets a canned reply; true when it is new.
     pub fn put_canned(&mut self, site: &str, shortcut: &str, text: &str) -> bool {
         self.canned

@@ -460,12 +460,7 @@ impl Desk {
                     skill,
                     since: now,
                 });
-                if let Some((_, pos)) = self
-                    .router
-                    .positions()
-                    .into_iter()
-                    .find(|(c, _)| *c == conv)
-                {
+                if let Some(pos) = self.router.position(&conv) {
                     if let Some(c) = self.convs.get_mut(&conv) {
                         c.told = pos;
                     }
@@ -542,12 +537,11 @@ impl Desk {
             .filter(|(_, c)| c.held == Some(agent))
             .map(|(k, c)| self.card(k, c, None))
             .collect();
-        let mut canned = Vec::new();
-        for site in self.sites_of(&account) {
-            for (shortcut, text) in self.dir.canned(&site) {
-                canned.push(json!({"site": site, "shortcut": shortcut, "text": text}));
-            }
-        }
+        let canned: Vec<Value> = self
+            .dir
+            .canned_for(&account)
+            .map(|(site, shortcut, text)| json!({"site": site, "shortcut": shortcut, "text": text}))
+            .collect();
         let welcome = wire::frame(&json!({
             "type": "welcome",
             "agent": account,
@@ -562,18 +556,6 @@ impl Desk {
         }
         self.broadcast_agents();
         self.queue_changed(now);
-    }
-
-    /// The sites an account serves, spelled out (`*`: every site with a canned reply or conversation).
-    fn sites_of(&self, a: &directory::Account) -> Vec<String> {
-        if a.sites.iter().any(|s| s == "*") {
-            let mut all: Vec<String> = self.convs.values().map(|c| c.site.clone()).collect();
-            all.sort();
-            all.dedup();
-            all
-        } else {
-            a.sites.clone()
-        }
     }
 
     /// An agent socket closed.
@@ -710,6 +692,8 @@ impl Desk {
             |code: &str, message: &str, conv: &str| wire::error(code, message, Some(conv), None);
         let lookup = |name: &str| ConversationId::parse(name).map(|c| c.bytes());
         match msg {
+            // `wire::parse` answers unknown types itself.
+            AgentMsg::Unknown => {}
             AgentMsg::Ping { id } => {
                 self.send_sub(sub, wire::frame(&json!({"type": "pong", "id": id})))
             }
@@ -718,13 +702,11 @@ impl Desk {
                 self.broadcast_agents();
                 self.queue_changed(now);
             }
-            AgentMsg::Take { conversation } | AgentMsg::Decline { conversation }
-                if lookup(&conversation).is_none() =>
-            {
-                self.send_sub(sub, err("not_found", "no such conversation", &conversation));
-            }
             AgentMsg::Take { conversation } => {
-                let conv = lookup(&conversation).unwrap_or_default();
+                let Some(conv) = lookup(&conversation) else {
+                    self.send_sub(sub, err("not_found", "no such conversation", &conversation));
+                    return;
+                };
                 match self.router.take(&conv, agent) {
                     Ok(_) => {
                         self.assign(conv, agent);
@@ -743,7 +725,10 @@ impl Desk {
                 }
             }
             AgentMsg::Decline { conversation } => {
-                let conv = lookup(&conversation).unwrap_or_default();
+                let Some(conv) = lookup(&conversation) else {
+                    self.send_sub(sub, err("not_found", "no such conversation", &conversation));
+                    return;
+                };
                 if self.router.decline(&conv, agent) {
                     self.queue_changed(now);
                 }
@@ -1095,7 +1080,8 @@ impl Desk {
     fn push_queue(&mut self, now: Instant) {
         self.queue_dirty = false;
         self.next_push = Some(now + QUEUE_PUSH_INTERVAL);
-        for (conv, pos) in self.router.positions() {
+        let positions = self.router.positions();
+        for &(conv, pos) in &positions {
             if let Some(c) = self.convs.get_mut(&conv) {
                 if c.told != pos {
                     c.told = pos;
@@ -1104,7 +1090,7 @@ impl Desk {
                 }
             }
         }
-        self.broadcast_queue();
+        self.broadcast_queue(&positions);
     }
 
     fn make_offers(&mut self, now: Instant) {
@@ -1132,10 +1118,10 @@ impl Desk {
 
     /// Sends every online agent the queue of their sites. Each site's cards
     /// are rendered once, however many agents see them.
-    fn broadcast_queue(&mut self) {
+    fn broadcast_queue(&mut self, positions: &[(ConvKey, u32)]) {
         // Per site: how many wait, and the first cards rendered once.
         let mut per_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
-        for (conv, pos) in self.router.positions() {
+        for &(conv, pos) in positions {
             if let Some(c) = self.convs.get(&conv) {
                 let (n, cards) = per_site.entry(c.site.clone()).or_default();
                 *n += 1;

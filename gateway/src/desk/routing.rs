@@ -49,17 +49,18 @@ impl Profile {
 
     fn speaks(&self, lang: &str) -> bool {
         let want = primary(lang);
-        !want.is_empty() && self.languages.iter().any(|l| primary(l) == want)
+        !want.is_empty()
+            && self
+                .languages
+                .iter()
+                .any(|l| primary(l).eq_ignore_ascii_case(want))
     }
 }
 
-/// A language tag's primary subtag, lowercased (`pt-BR` → `pt`).
-fn primary(tag: &str) -> String {
-    tag.split(['-', '_'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// A language tag's primary subtag (`pt-BR` → `pt`); compared without case.
+/// Borrowed: routing compares it for every waiting conversation and agent.
+fn primary(tag: &str) -> &str {
+    tag.split(['-', '_']).next().unwrap_or("").trim()
 }
 
 #[derive(Debug)]
@@ -464,6 +465,18 @@ impl Router {
                 )
             })
             .map(|a| a.profile.id)
+    }
+
+    /// A waiting conversation's 1-based position among its site's.
+    pub fn position(&self, conv: &ConvKey) -> Option<u32> {
+        let e = self.queue.iter().position(|e| &e.w.conv == conv)?;
+        let site = &self.queue[e].w.site;
+        Some(
+            self.queue[..=e]
+                .iter()
+                .filter(|x| &x.w.site == site)
+                .count() as u32,
+        )
     }
 
     /// Every waiting conversation with its 1-based position among its site's,

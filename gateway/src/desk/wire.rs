@@ -67,38 +67,24 @@ pub enum AgentMsg {
         /// Echoed.
         id: String,
     },
+    /// A `type` this desk does not know.
+    #[serde(other)]
+    Unknown,
 }
 
-/// Parses a frame; the error is the message for an `error` frame.
+/// Parses a frame; the error is the code and message for an `error` frame.
 pub fn parse(text: &[u8]) -> Result<AgentMsg, (&'static str, String)> {
     match serde_json::from_slice::<AgentMsg>(text) {
-        Ok(m) => Ok(m),
-        Err(e) => {
-            // An unknown `type` is its own code, as in the visitor protocol.
+        Ok(AgentMsg::Unknown) => {
+            // Rare: read the frame again only to name the type.
             let ty = serde_json::from_slice::<Value>(text)
                 .ok()
-                .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
-            match ty {
-                Some(t)
-                    if !matches!(
-                        t.as_str(),
-                        "status"
-                            | "take"
-                            | "decline"
-                            | "open"
-                            | "message"
-                            | "typing"
-                            | "release"
-                            | "resolve"
-                            | "transfer"
-                            | "ping"
-                    ) =>
-                {
-                    Err(("unknown_type", format!("unknown frame type '{t}'")))
-                }
-                _ => Err(("bad_request", format!("invalid frame: {e}"))),
-            }
+                .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            Err(("unknown_type", format!("unknown frame type '{ty}'")))
         }
+        Ok(m) => Ok(m),
+        Err(e) => Err(("bad_request", format!("invalid frame: {e}"))),
     }
 }
 

@@ -173,6 +173,18 @@ pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The value of the request's cookie `name`, if it sends one.
+pub fn cookie<B>(req: &http::Request<B>, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

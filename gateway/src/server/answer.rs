@@ -98,19 +98,20 @@ impl Worker {
                 let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
                     return;
                 };
-                let threshold = |site: &str| {
-                    self.shared
-                        .sites
-                        .get(site)
-                        .map_or(0.0, |s| s.config.human_below_confidence)
-                };
                 self.with_session(key, |s, out| {
-                    let confidence = UNGROUNDED_CONFIDENCE;
-                    let done = s.reply_done(&reply, Vec::new(), confidence, Now::current(), out);
-                    if done && confidence < threshold(&s.site) {
-                        s.low_confidence(confidence);
-                    }
-                    done
+                    let human_below = self
+                        .shared
+                        .sites
+                        .get(&s.site)
+                        .map_or(0.0, |site| site.config.human_below_confidence);
+                    s.reply_done(
+                        &reply,
+                        Vec::new(),
+                        UNGROUNDED_CONFIDENCE,
+                        human_below,
+                        Now::current(),
+                        out,
+                    )
                 });
             }
             Event::Failed { id, error } => {

@@ -60,7 +60,7 @@ pub(crate) enum Pending {
 
 impl Pending {
     /// The session it concerns (desk requests concern none).
-    fn key(&self) -> Option<SessionKey> {
+    pub(crate) fn key(&self) -> Option<SessionKey> {
         match self {
             Pending::Upgrade { key, .. }
             | Pending::PollSend { key, .. }

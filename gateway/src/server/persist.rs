@@ -13,8 +13,16 @@ use crate::session::token::{ConversationId, SessionKey};
 use crate::session::{PageInfo, Record, Restored, Session, SubId};
 use crate::store::{self, StoredItem, StoredSession, Write};
 
+/// Whose records are written: the session, its current conversation and site.
+pub(crate) struct Owner<'a> {
+    pub(crate) key: SessionKey,
+    pub(crate) conversation: [u8; 12],
+    pub(crate) site: &'a str,
+}
+
 /// The store's form of a session record.
-pub(crate) fn write_for(record: Record, conversation: [u8; 12], at_ms: u64) -> Write {
+pub(crate) fn write_for(record: Record, owner: &Owner<'_>, at_ms: u64) -> Write {
+    let conversation = owner.conversation;
     match record {
         Record::Item {
             item,
@@ -65,11 +73,10 @@ pub(crate) fn write_for(record: Record, conversation: [u8; 12], at_ms: u64) -> W
             text,
             at_ms,
         },
-        // Mapped by the caller, which knows the session and site.
         Record::ConversationOpened => Write::ConversationOpened {
-            key: [0; 16],
+            key: owner.key.bytes(),
             conversation,
-            site: String::new(),
+            site: owner.site.to_string(),
             started_ms: at_ms,
         },
         Record::Page(p) => Write::PageInfo {
@@ -150,21 +157,14 @@ impl Worker {
             return;
         };
         let at = unix_ms();
+        let owner = Owner {
+            key,
+            conversation: conversation.bytes(),
+            site: &site,
+        };
         let writes: Vec<Write> = records
             .into_iter()
-            .map(|r| match write_for(r, conversation.bytes(), at) {
-                Write::ConversationOpened {
-                    conversation,
-                    started_ms,
-                    ..
-                } => Write::ConversationOpened {
-                    key: key.bytes(),
-                    conversation,
-                    site: site.to_string(),
-                    started_ms,
-                },
-                w => w,
-            })
+            .map(|r| write_for(r, &owner, at))
             .collect();
         let inbox = self.shared.inboxes[self.id].clone();
         self.store.write_many(

@@ -115,24 +115,29 @@ impl Worker {
             .send(super::desk::DeskMsg::Upgrade { sub, req });
     }
 
+    /// The connection's pending request, if it is one `wanted` accepts; the
+    /// connection is back to reading HTTP. Anything else is left as it was.
+    fn take_pending(&self, slot: usize, wanted: impl Fn(&Pending) -> bool) -> Option<Pending> {
+        let mut conns = self.conns.borrow_mut();
+        let c = conns.get_mut(slot)?;
+        match &c.mode {
+            Mode::Pending(p) if wanted(p) => match std::mem::replace(&mut c.mode, Mode::Http) {
+                Mode::Pending(p) => Some(*p),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The desk's answer to a request handed to it.
     pub(crate) fn on_desk_http(self: &Rc<Self>, sub: SubId, resp: Response<Body>) {
         let Some(slot) = self.slot_of(sub) else {
             return;
         };
-        let keep_alive = {
-            let mut conns = self.conns.borrow_mut();
-            let c = &mut conns[slot];
-            match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::Pending(p) if matches!(*p, Pending::Desk { .. }) => match *p {
-                    Pending::Desk { keep_alive } => keep_alive,
-                    _ => false,
-                },
-                other => {
-                    c.mode = other;
-                    return;
-                }
-            }
+        let Some(Pending::Desk { keep_alive }) =
+            self.take_pending(slot, |p| matches!(p, Pending::Desk { .. }))
+        else {
+            return;
         };
         self.respond(slot, resp, keep_alive, false);
         self.resume_input(slot);
@@ -147,23 +152,13 @@ impl Worker {
         let Some(slot) = self.slot_of(sub) else {
             return;
         };
-        let resp = {
-            let mut conns = self.conns.borrow_mut();
-            let c = &mut conns[slot];
-            match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::Pending(p) if matches!(*p, Pending::AgentUpgrade { .. }) => match *p {
-                    Pending::AgentUpgrade { resp } => resp,
-                    _ => return,
-                },
-                other => {
-                    c.mode = other;
-                    return;
-                }
-            }
+        let Some(Pending::AgentUpgrade { mut resp }) =
+            self.take_pending(slot, |p| matches!(p, Pending::AgentUpgrade { .. }))
+        else {
+            return;
         };
         match result {
             Ok(agent) => {
-                let mut resp = resp;
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 self.respond(slot, resp, true, false);
@@ -537,18 +532,11 @@ impl Worker {
         let Some(slot) = self.slot_of(sub) else {
             return;
         };
-        let pending = {
-            let mut conns = self.conns.borrow_mut();
-            let c = &mut conns[slot];
-            match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::Pending(p) => p,
-                other => {
-                    c.mode = other;
-                    return;
-                }
-            }
+        // Desk requests are answered by the desk, never by a session's owner.
+        let Some(pending) = self.take_pending(slot, |p| p.key().is_some()) else {
+            return;
         };
-        match *pending {
+        match pending {
             Pending::Upgrade { key, site, resp } => {
                 if found {
                     self.finish_upgrade(slot, key, resp);
@@ -575,13 +563,8 @@ impl Worker {
                     self.poll_send_new_session(slot, sub, &site, msgs, keep_alive);
                 }
             }
-            // Answered by the desk, never by a session's owner.
-            p @ (Pending::Desk { .. } | Pending::AgentUpgrade { .. }) => {
-                if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-                    c.mode = Mode::Pending(Box::new(p));
-                }
-                return;
-            }
+            // Taken only with a session key (above).
+            Pending::Desk { .. } | Pending::AgentUpgrade { .. } => return,
             Pending::PollRecv {
                 key,
                 site,
@@ -691,14 +674,7 @@ fn is_desk_route(path: &str) -> bool {
 
 /// The session token the request's cookie carries, if it is well formed.
 fn cookie_key<B>(req: &Request<B>) -> Option<SessionKey> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
-        .and_then(|c| SessionKey::from_cookie(c.value()))
+    crate::http::request::cookie(req, SESSION_COOKIE).and_then(|c| SessionKey::from_cookie(&c))
 }
 
 /// Cache policy by file: the loader revalidates often, so a new widget reaches

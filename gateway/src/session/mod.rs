@@ -281,17 +281,12 @@ impl PageInfo {
 /// What to do once a commit completes.
 #[derive(Debug)]
 enum AfterCommit {
-    /// Acknowledge a visitor message and start its answer (or, while a
-    /// person is asked for or holds the conversation, pass it to the desk).
+    /// Acknowledge a visitor message, then do what `next` says.
     Ack {
         id: String,
         seq: u64,
-        job: AnswerJob,
         received: Instant,
-        answer: bool,
-        /// A site rule hands the conversation to a person once this is stored:
-        /// why, and the skill asked for.
-        handoff: Option<Box<(String, Option<String>)>>,
+        next: Next,
     },
     /// An agent's message is stored: show it to the visitor, tell the desk.
     AgentMessage {
@@ -349,6 +344,20 @@ struct Transcript {
     /// Agents' message ids already stored, and their seq (a resend after a
     /// lost ack is acknowledged again, not stored twice).
     agent_ids: HashMap<String, u64>,
+}
+
+/// What follows a visitor message's ack.
+#[derive(Debug)]
+enum Next {
+    /// The AI answers it (admission already granted).
+    Answer(AnswerJob),
+    /// A person is asked for or holds the conversation: the desk passes it on.
+    Desk,
+    /// A site rule hands the conversation to a person: why, and the skill.
+    Handoff {
+        reason: String,
+        skill: Option<String>,
+    },
 }
 
 /// Where a hand-off to a person stands. While a person is asked for or holds
@@ -595,7 +604,7 @@ impl Session {
             }
             ClientMsg::Human { reason } => {
                 if self.t.as_ref().is_some_and(|t| t.ended) {
-                    self.reopen(now, out);
+                    self.reopen(out);
                 }
                 let reason = reason.unwrap_or_else(|| "the visitor asked for a person".into());
                 self.ask_for_person(reason, None, out);
@@ -679,21 +688,18 @@ impl Session {
             return;
         }
         if self.t.as_ref().is_some_and(|t| t.ended) {
-            self.reopen(now, out);
+            self.reopen(out);
         }
         // While a person is asked for or holds the conversation, the AI is
         // silent; a site rule may hand this very message to a person.
-        let mut answer = self.t.as_ref().is_none_or(|t| t.human == Human::None);
-        let rule = if answer {
-            let page = self.page.as_ref().and_then(|p| p.page());
-            s.handoff.iter().find(|r| r.matches(&text, page)).cloned()
-        } else {
+        let paused = self.t.as_ref().is_some_and(|t| t.human != Human::None);
+        let rule = if paused || s.handoff.is_empty() {
             None
+        } else {
+            let lower = text.to_lowercase();
+            let page = self.page.as_ref().and_then(|p| p.page());
+            s.handoff.iter().find(|r| r.matches(&lower, page))
         };
-        if rule.is_some() {
-            answer = false;
-        }
-        // The prompt this message would be answered with: its size decides admission.
         let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
         let item = Item {
             seq,
@@ -705,25 +711,40 @@ impl Session {
             sources: None,
             name: None,
         };
-        let prompt = prompt::build(
-            s.instructions,
-            self.items(),
-            &item,
-            s.context_tokens,
-            s.count_tokens,
-        );
-        let prompt_tokens = prompt::tokens(&prompt, s.count_tokens);
-        let admitted = if answer {
-            s.admission.admit(prompt_tokens)
-        } else {
-            Ok(())
+        let next = match rule {
+            _ if paused => Next::Desk,
+            Some(r) => Next::Handoff {
+                reason: r.reason(),
+                skill: r.skill.clone(),
+            },
+            None => {
+                // The prompt this message would be answered with: its size
+                // decides admission.
+                let prompt = prompt::build(
+                    s.instructions,
+                    self.items(),
+                    &item,
+                    s.context_tokens,
+                    s.count_tokens,
+                );
+                let prompt_tokens = prompt::tokens(&prompt, s.count_tokens);
+                if let Err(wait) = s.admission.admit(prompt_tokens) {
+                    let ms = wait.as_millis().max(1) as u64;
+                    let msg =
+                        "over capacity: the message was not stored; resend after retry_after_ms";
+                    self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
+                    return;
+                }
+                // One reply per visitor message at most: naming it after the
+                // message's seq keeps reply ids unique across restarts.
+                Next::Answer(AnswerJob {
+                    reply: format!("r{seq}"),
+                    in_reply_to: id.clone(),
+                    prompt,
+                    prompt_tokens,
+                })
+            }
         };
-        if let Err(wait) = admitted {
-            let ms = wait.as_millis().max(1) as u64;
-            let msg = "over capacity: the message was not stored; resend after retry_after_ms";
-            self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
-            return;
-        }
         let t = self.transcript();
         t.next_seq += 1;
         t.items.push(item.clone());
@@ -734,15 +755,6 @@ impl Session {
                 committed: false,
             },
         );
-        // One reply per visitor message at most: naming it after the message's
-        // seq keeps reply ids unique across restarts.
-        let reply = format!("r{seq}");
-        let job = AnswerJob {
-            reply,
-            in_reply_to: id.clone(),
-            prompt,
-            prompt_tokens,
-        };
         let record = Record::Item {
             item,
             in_reply_to: None,
@@ -755,35 +767,15 @@ impl Session {
             AfterCommit::Ack {
                 id,
                 seq,
-                job,
                 received: now.mono,
-                answer,
-                handoff: rule.map(|r| Box::new((r.reason(), r.skill.clone()))),
+                next,
             },
             out,
         );
     }
 
-    /// A finished reply's confidence was under the site's threshold: offer
-    /// the conversation to a person (once; the AI keeps its reply).
-    ///
-    /// Call right after [`Session::reply_done`]: the offer follows that
-    /// reply's `done`, once it is stored.
-    pub fn low_confidence(&mut self, confidence: f32) {
-        let reason = format!("the AI's confidence was low ({confidence:.2})");
-        let last_done = self.t.as_mut().and_then(|t| {
-            t.after_commit
-                .iter_mut()
-                .rev()
-                .find(|a| matches!(a, AfterCommit::Done { .. }))
-        });
-        if let Some(AfterCommit::Done { ask, .. }) = last_done {
-            *ask = Some(reason);
-        }
-    }
-
     /// Opens a new conversation in this session (the last one ended).
-    fn reopen(&mut self, now: Now, out: &mut Vec<Out>) {
+    fn reopen(&mut self, out: &mut Vec<Out>) {
         let Ok(id) = ConversationId::random() else {
             return;
         };
@@ -795,7 +787,6 @@ impl Session {
         t.human = Human::None;
         t.needs_human = None;
         t.agent_ids.clear();
-        let _ = now;
         self.csat = None;
         self.commit(vec![Record::ConversationOpened], AfterCommit::Nothing, out);
     }
@@ -1029,10 +1020,8 @@ impl Session {
                 AfterCommit::Ack {
                     id,
                     seq,
-                    job,
                     received,
-                    answer,
-                    handoff,
+                    next,
                 },
                 Ok(()),
             ) => {
@@ -1042,48 +1031,37 @@ impl Session {
                 let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
                 self.broadcast(ack, out);
                 out.push(Out::Acked(now.saturating_duration_since(received)));
-                if let Some(h) = handoff {
-                    // A site rule: the desk gets the conversation, this message
-                    // as its preview; the AI stays silent.
-                    let (reason, skill) = *h;
-                    self.ask_for_person(reason, skill, out);
-                    self.wake_poller(out);
-                    return;
-                }
-                if !answer {
-                    // A person is asked for or holds the conversation: the desk
-                    // passes the message on; the AI stays silent.
-                    if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
-                        let item = serde_json::to_value(item).unwrap_or_default();
-                        out.push(Out::Desk(VisitorEvent::Item {
-                            conv: self.conversation.bytes(),
-                            item,
-                        }));
+                match next {
+                    Next::Answer(job) => {
+                        self.transcript().replies.push(LiveReply {
+                            id: job.reply.clone(),
+                            in_reply_to: job.in_reply_to.clone(),
+                            text: String::new(),
+                            started: now,
+                            first_token: None,
+                        });
+                        out.push(Out::Answer(job));
                     }
-                    self.wake_poller(out);
-                    return;
+                    // The desk gets the conversation, this message as its preview.
+                    Next::Handoff { reason, skill } => self.ask_for_person(reason, skill, out),
+                    Next::Desk => {
+                        if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
+                            let item = serde_json::to_value(item).unwrap_or_default();
+                            out.push(Out::Desk(VisitorEvent::Item {
+                                conv: self.conversation.bytes(),
+                                item,
+                            }));
+                        }
+                    }
                 }
-                self.transcript().replies.push(LiveReply {
-                    id: job.reply.clone(),
-                    in_reply_to: job.in_reply_to.clone(),
-                    text: String::new(),
-                    started: now,
-                    first_token: None,
-                });
-                out.push(Out::Answer(job));
             }
-            (
-                AfterCommit::Ack {
-                    id, seq, answer, ..
-                },
-                Err(e),
-            ) => {
+            (AfterCommit::Ack { id, seq, next, .. }, Err(e)) => {
                 // Not stored: forget it so a resend starts afresh.
                 if let Some(t) = self.t.as_mut() {
                     t.acked.remove(&id);
                     t.items.retain(|i| i.seq != seq);
                 }
-                if answer {
+                if matches!(next, Next::Answer(_)) {
                     out.push(Out::ReleaseAdmission);
                 }
                 let msg = format!("the message could not be stored ({e}); resend it");
@@ -1172,11 +1150,15 @@ impl Session {
     }
 
     /// Completes a reply: stores it, then (on commit) sends `done`.
+    ///
+    /// A `confidence` under `human_below` (the site's threshold) offers the
+    /// conversation to a person once that `done` is out.
     pub fn reply_done(
         &mut self,
         reply: &str,
         sources: Vec<Source>,
         confidence: f32,
+        human_below: f32,
         now: Now,
         out: &mut Vec<Out>,
     ) -> bool {
@@ -1227,7 +1209,8 @@ impl Session {
             AfterCommit::Done {
                 msg,
                 in_reply_to: r.in_reply_to,
-                ask: None,
+                ask: (confidence < human_below)
+                    .then(|| format!("the AI's confidence was low ({confidence:.2})")),
             },
             out,
         );

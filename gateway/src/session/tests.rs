@@ -312,7 +312,7 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
         }
     }
     assert!(sess.reply_token(&j.reply, "lo", &mut out));
-    assert!(sess.reply_done(&j.reply, vec![], 0.9, at(t0, 9), &mut out));
+    assert!(sess.reply_done(&j.reply, vec![], 0.9, 0.0, at(t0, 9), &mut out));
     assert!(
         !sent_to(&out, 7).iter().any(|m| m["type"] == "done"),
         "done waits for its commit"

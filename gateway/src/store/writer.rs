@@ -341,8 +341,12 @@ impl Writer {
 }
 
 fn exec(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
+    run(conn, sql, []).map(drop)
+}
+
+/// Runs one cached statement; the rows it changed.
+fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// The SHA-256 of a session token: what the `sessions` table keys on.
@@ -450,12 +454,12 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             }
         }
         Write::SessionSeen { key, at_ms } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE sessions SET last_seen_ms = max(last_seen_ms, ?2) WHERE key_hash = ?1",
-                )
-                .and_then(|mut s| s.execute(params![key_hash(key), at_ms]))
-                .map_err(sql_err)?;
+            let n = run(
+                conn,
+                "UPDATE sessions SET last_seen_ms = max(last_seen_ms, ?2) WHERE key_hash = ?1",
+                params![key_hash(key), at_ms],
+            )
+            .map_err(sql_err)?;
             if n == 0 {
                 return Err(StoreError::UnknownSession { what: w.kind() });
             }
@@ -468,18 +472,18 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             started_ms,
         } => {
             // The new conversation inherits the page info of the session's newest one.
-            let n = conn
-                .prepare_cached(
-                    "INSERT INTO conversations
+            let n = run(
+                conn,
+                "INSERT INTO conversations
                          (public_id, session_id, site, started_ms, lang, page, referrer)
                      SELECT ?2, s.id, ?3, ?4, p.lang, p.page, p.referrer
                      FROM sessions s
                      LEFT JOIN conversations p
                        ON p.id = (SELECT max(id) FROM conversations WHERE session_id = s.id)
                      WHERE s.key_hash = ?1",
-                )
-                .and_then(|mut s| s.execute(params![key_hash(key), conversation, site, started_ms]))
-                .map_err(sql_err)?;
+                params![key_hash(key), conversation, site, started_ms],
+            )
+            .map_err(sql_err)?;
             if n == 0 {
                 return Err(StoreError::UnknownSession { what: w.kind() });
             }
@@ -491,13 +495,13 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             page,
             referrer,
         } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE conversations SET lang = ?2, page = ?3, referrer = ?4
+            let n = run(
+                conn,
+                "UPDATE conversations SET lang = ?2, page = ?3, referrer = ?4
                      WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, lang, page, referrer]))
-                .map_err(sql_err)?;
+                params![conversation, lang, page, referrer],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::Item(item) => {
@@ -520,13 +524,13 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             reason,
             at_ms,
         } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE conversations SET needs_human_reason = ?2, needs_human_ms = ?3
+            let n = run(
+                conn,
+                "UPDATE conversations SET needs_human_reason = ?2, needs_human_ms = ?3
                      WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, reason, at_ms]))
-                .map_err(sql_err)?;
+                params![conversation, reason, at_ms],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::Assigned {
@@ -534,12 +538,12 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             agent,
             at_ms,
         } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE conversations SET agent = ?2, assigned_ms = ?3 WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, agent, at_ms]))
-                .map_err(sql_err)?;
+            let n = run(
+                conn,
+                "UPDATE conversations SET agent = ?2, assigned_ms = ?3 WHERE public_id = ?1",
+                params![conversation, agent, at_ms],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::Ended {
@@ -547,13 +551,13 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             reason,
             at_ms,
         } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE conversations SET ended_reason = ?2, ended_ms = ?3
+            let n = run(
+                conn,
+                "UPDATE conversations SET ended_reason = ?2, ended_ms = ?3
                      WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, reason, at_ms]))
-                .map_err(sql_err)?;
+                params![conversation, reason, at_ms],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::Csat {
@@ -567,13 +571,13 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
                     problem: format!("score {score} is not between 1 and 5"),
                 });
             }
-            let n = conn
-                .prepare_cached(
-                    "UPDATE conversations SET csat_score = ?2, csat_comment = ?3
+            let n = run(
+                conn,
+                "UPDATE conversations SET csat_score = ?2, csat_comment = ?3
                      WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, score, comment]))
-                .map_err(sql_err)?;
+                params![conversation, score, comment],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::OfflineMessage {
@@ -582,13 +586,13 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             text,
             at_ms,
         } => {
-            let n = conn
-                .prepare_cached(
-                    "INSERT INTO offline_messages (conv, email, text, at_ms)
+            let n = run(
+                conn,
+                "INSERT INTO offline_messages (conv, email, text, at_ms)
                      SELECT id, ?2, ?3, ?4 FROM conversations WHERE public_id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![conversation, email, text, at_ms]))
-                .map_err(sql_err)?;
+                params![conversation, email, text, at_ms],
+            )
+            .map_err(sql_err)?;
             one_row(n, conversation)
         }
         Write::AgentSaved(a) => {
@@ -616,24 +620,26 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
             Ok(Outcome::Stored)
         }
         Write::AgentDeleted { id } => {
-            conn.prepare_cached("DELETE FROM agents WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id]))
-                .map_err(sql_err)?;
+            run(conn, "DELETE FROM agents WHERE id = ?1", params![id]).map_err(sql_err)?;
             Ok(Outcome::Stored)
         }
         Write::CannedSaved(c) => {
-            conn.prepare_cached(
+            run(
+                conn,
                 "INSERT INTO canned_replies (site, shortcut, text) VALUES (?1, ?2, ?3)
                  ON CONFLICT (site, shortcut) DO UPDATE SET text = ?3",
+                params![c.site, c.shortcut, c.text],
             )
-            .and_then(|mut s| s.execute(params![c.site, c.shortcut, c.text]))
             .map_err(sql_err)?;
             Ok(Outcome::Stored)
         }
         Write::CannedDeleted { site, shortcut } => {
-            conn.prepare_cached("DELETE FROM canned_replies WHERE site = ?1 AND shortcut = ?2")
-                .and_then(|mut s| s.execute(params![site, shortcut]))
-                .map_err(sql_err)?;
+            run(
+                conn,
+                "DELETE FROM canned_replies WHERE site = ?1 AND shortcut = ?2",
+                params![site, shortcut],
+            )
+            .map_err(sql_err)?;
             Ok(Outcome::Stored)
         }
     }

@@ -1,22 +1,11 @@
 //! Feature-hashing embedder: each lower-cased word and each of its character
 //! trigrams is hashed (FNV-1a) into one of `dim` signed buckets, and the
 //! vector is L2-normalised. Identical to the inference simulator's
-//! `/v1/embeddings` (`inference_client::sim::embed`), so vectors from the
-//! simulated pool and from this embedder agree.
+//! `/v1/embeddings`: it calls `inference_client::sim::embed`, so vectors from
+//! the simulated pool and from this embedder agree.
 
 use super::Embedder;
 use crate::error::EmbedError;
-
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
 
 /// Feature hashing into `dim` dimensions (see the module docs).
 #[derive(Debug, Clone)]
@@ -35,28 +24,10 @@ impl HashEmbedder {
         }
     }
 
-    /// The vector of one text.
+    /// The vector of one text: the simulator's own function, so the two
+    /// cannot drift apart.
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
-        let dim = self.dim;
-        let mut v = vec![0f32; dim];
-        let mut add = |h: u64, w: f32| {
-            let i = (h % dim as u64) as usize;
-            v[i] += if h >> 63 == 1 { -w } else { w };
-        };
-        for word in text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            let word = word.to_lowercase();
-            add(fnv1a(&[b"w:", word.as_bytes()]), 1.0);
-            let padded: Vec<char> = format!("^{word}$").chars().collect();
-            for tri in padded.windows(3) {
-                let s: String = tri.iter().collect();
-                add(fnv1a(&[b"t:", s.as_bytes()]), 0.5);
-            }
-        }
-        crate::index::normalize(&mut v);
-        v
+        inference_client::sim::embed::embed(text, self.dim)
     }
 }
 
