@@ -18,35 +18,9 @@ use crate::sites::{SiteConfig, SiteRegistry};
 
 /// Answers one admin request. `token` is the configured bearer token, if any.
 pub fn handle(req: &Request<Vec<u8>>, token: Option<&str>, sites: &SiteRegistry) -> Response<Body> {
-    let Some(token) = token else {
-        return response::text(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set admin.token in the config file or --admin-token",
-        );
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(presented) = presented else {
-        let mut r = response::text(
-            StatusCode::UNAUTHORIZED,
-            "send 'Authorization: Bearer <admin token>'",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"admin\""),
-        );
-        return r;
-    };
-    if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        return response::text(
-            StatusCode::FORBIDDEN,
-            "the bearer token is not the admin token",
-        );
+    if let Err(refusal) = authorize(req, token) {
+        return *refusal;
     }
-
     let path = req.uri().path().trim_end_matches('/');
     let rest: Vec<&str> = path
         .trim_start_matches("/admin")
@@ -106,6 +80,41 @@ pub fn handle(req: &Request<Vec<u8>>, token: Option<&str>, sites: &SiteRegistry)
             "unknown admin resource; see docs/operations.md",
         ),
     }
+}
+
+/// Checks the request's bearer token against the admin `token`; the refusal
+/// (403 when the admin API is off or the token is wrong, 401 without one)
+/// otherwise. Every admin route, wherever it runs, starts with this.
+pub fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), Box<Response<Body>>> {
+    let Some(token) = token else {
+        return Err(Box::new(response::text(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set admin.token in the config file or --admin-token",
+        )));
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        let mut r = response::text(
+            StatusCode::UNAUTHORIZED,
+            "send 'Authorization: Bearer <admin token>'",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"admin\""),
+        );
+        return Err(Box::new(r));
+    };
+    if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        return Err(Box::new(response::text(
+            StatusCode::FORBIDDEN,
+            "the bearer token is not the admin token",
+        )));
+    }
+    Ok(())
 }
 
 /// Compares secrets in time that depends only on their lengths.

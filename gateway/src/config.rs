@@ -146,6 +146,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The agent desk: offers, waits, sign-ins.
     pub agents: AgentsConfig,
+    /// Knowledge bases: embeddings, retrieval, the demo site's built-in one.
+    pub knowledge: KnowledgeConfig,
     /// Sites by id.
     pub sites: BTreeMap<String, SiteConfig>,
 }
@@ -166,6 +168,7 @@ impl Default for Config {
             inference: InferenceConfig::default(),
             store: StoreConfig::default(),
             agents: AgentsConfig::default(),
+            knowledge: KnowledgeConfig::default(),
             sites: BTreeMap::new(),
         }
     }
@@ -305,6 +308,55 @@ impl Default for AgentsConfig {
             queue_timeout_ms: 120_000,
             reconnect_grace_ms: 15_000,
             login_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
+/// Where the vectors of a knowledge base come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderChoice {
+    /// all-MiniLM-L6-v2 in-process where its files are, else lexical (BM25)
+    /// alone, said in the log.
+    #[default]
+    Auto,
+    /// all-MiniLM-L6-v2 in-process; the gateway refuses to start without its files.
+    Minilm,
+    /// The inference pool's `/v1/embeddings` (the model `inference.model`
+    /// names); lexical alone while the pool cannot answer at start.
+    Pool,
+    /// No vectors: BM25 alone.
+    Lexical,
+}
+
+/// Knowledge bases (docs/operations.md, "Knowledge bases").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    /// Where vectors come from.
+    pub embedder: EmbedderChoice,
+    /// Chunks given to the model with each question.
+    pub top_k: usize,
+    /// Threads that retrieve (and ingest uploads); retrieval with MiniLM
+    /// costs about 13 ms of CPU per question, never on a worker.
+    pub threads: usize,
+    /// Give the built-in demo site a small knowledge base (a fictional web
+    /// shop's help pages) the first time it starts without one.
+    pub demo: bool,
+    /// Largest document accepted by `PUT /admin/sites/{site}/kb/{name}`,
+    /// bytes (the admin token is checked before a body over
+    /// `limits.max_body_bytes` is read).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        KnowledgeConfig {
+            embedder: EmbedderChoice::Auto,
+            top_k: 5,
+            threads: 1,
+            demo: true,
+            max_upload_bytes: 4 << 20,
         }
     }
 }
@@ -565,6 +617,10 @@ impl Config {
                 "inference.sim",
                 "kv_capacity and decode_step_ms must be positive",
             );
+        }
+        let k = &self.knowledge;
+        if k.top_k == 0 || k.top_k > 20 || k.threads == 0 {
+            return bad("knowledge", "top_k must be 1 to 20 and threads at least 1");
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
             return bad("admin.token", "must be at least 16 characters");

@@ -2,16 +2,20 @@
 //! uses, from files and folders (Markdown, HTML, text), through the
 //! `knowledge` crate. The site is made with defaults if it does not exist yet.
 //!
-//! The embedding model is the one the server would use: all-MiniLM-L6-v2
-//! where its files are (`LC_MODEL_DIR`, else the user's cache), BM25 alone
-//! otherwise, said in the output.
+//! The embedding model is the one the server would use (`[knowledge]
+//! embedder`: by default all-MiniLM-L6-v2 where its files are, `LC_MODEL_DIR`
+//! else the user's cache; the pool's `/v1/embeddings` with `"pool"`), BM25
+//! alone otherwise, said in the output. A server running on the same data
+//! directory picks the change up within seconds.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
+use knowledge::EmbedError;
 
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, EmbedderChoice};
+use crate::grounding::embedder::PoolEmbedder;
 use crate::sites::{SiteConfig, SiteError, SiteRegistry};
 
 /// Why `kb add` could not run (a file it skips is not an error: the report names it).
@@ -23,6 +27,9 @@ pub enum KbCliError {
     /// The knowledge base could not be opened or written.
     #[error("knowledge base: {0}")]
     Kb(#[from] knowledge::KbError),
+    /// The configured embedder cannot be had.
+    #[error("embedder: {0}")]
+    Embedder(#[from] EmbedError),
     /// A path given does not exist.
     #[error("{0}: no such file or folder")]
     Missing(PathBuf),
@@ -61,17 +68,21 @@ pub fn add(
     } else {
         false
     };
-    let (embedder, why): (Option<Arc<dyn knowledge::Embedder>>, Option<String>) =
-        match knowledge::embed::load_minilm(None) {
-            Ok(m) => (Some(Arc::new(m)), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+    // The pool's embedder needs the inference service, for this run only.
+    let service = match config.knowledge.embedder {
+        EmbedderChoice::Pool => Some(
+            inference_client::Service::start(crate::server::service_config(config))
+                .map_err(|e| KbCliError::Embedder(EmbedError::Remote(e.to_string())))?,
+        ),
+        _ => None,
+    };
+    let pool = service
+        .as_ref()
+        .map(|s| PoolEmbedder::new(s, &config.inference.model));
+    let (embedder, what) = crate::grounding::embedder::choose(&config.knowledge, pool)?;
     let kb =
         knowledge::KnowledgeBase::open(data_dir, site, embedder, knowledge::KbConfig::default())?;
-    let mode = match why {
-        Some(w) => format!("{:?} (no embedding model: {w})", kb.mode()).to_lowercase(),
-        None => format!("{:?}", kb.mode()).to_lowercase(),
-    };
+    let mode = format!("{} ({what})", kb.mode().as_str());
     let report = kb.ingest_paths(paths)?;
     Ok(Added {
         site_created,

@@ -11,6 +11,7 @@ pub mod assets;
 pub mod chat;
 pub mod config;
 pub mod desk;
+pub mod grounding;
 pub mod http;
 pub mod kb;
 pub mod metrics;

@@ -112,6 +112,12 @@ pub struct SiteConfig {
     pub allowed_origins: Vec<String>,
     /// The AI's standing instructions for this site (never sent to browsers).
     pub instructions: String,
+    /// How the AI should sound ("warm, brief, no jargon").
+    pub tone: Option<String>,
+    /// Rules the AI must keep ("Never discuss competitor pricing.").
+    pub rules: Vec<String>,
+    /// Example exchanges that show the AI how this site answers.
+    pub examples: Vec<Example>,
     /// Proactive triggers.
     pub triggers: Vec<Trigger>,
     /// Theme tokens for the widget (CSS custom property values by name).
@@ -123,8 +129,20 @@ pub struct SiteConfig {
     /// Rules that hand a conversation to a person without the visitor asking.
     pub handoff: Vec<HandoffRule>,
     /// A reply whose confidence is below this offers the conversation to a
-    /// person (0, the default, never does).
+    /// person (0, the default, never does). Confidence comes from how well
+    /// the site's knowledge base matched the question (docs/operations.md,
+    /// "Knowledge bases"); a site without one reports 0.5.
     pub human_below_confidence: f32,
+}
+
+/// One example exchange for the AI's instructions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Example {
+    /// What a visitor asks.
+    pub question: String,
+    /// How the site wants it answered.
+    pub answer: String,
 }
 
 /// What the widget receives in `welcome`'s `config`: the public part of a site.
@@ -147,6 +165,9 @@ pub struct Site {
     pub config: SiteConfig,
     /// `welcome`'s `config`, serialized once.
     pub widget_config: Box<RawValue>,
+    /// The system prompt's standing part: instructions, tone, rules and
+    /// examples, composed once.
+    pub system_prompt: String,
 }
 
 /// Why a site definition is refused.
@@ -158,6 +179,14 @@ pub enum SiteError {
     /// Bad origin.
     #[error("allowed origin {0:?} must look like https://host[:port] with no path")]
     BadOrigin(String),
+    /// A setting out of its range.
+    #[error("{key}: {reason}")]
+    BadSetting {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// Bad trigger.
     #[error("trigger {index}: {reason}")]
     BadTrigger {
@@ -217,6 +246,22 @@ impl Site {
                 });
             }
         }
+        if !(0.0..=1.0).contains(&config.human_below_confidence) {
+            return Err(SiteError::BadSetting {
+                key: "human_below_confidence",
+                reason: format!("{} is not between 0 and 1", config.human_below_confidence),
+            });
+        }
+        if let Some(i) = config
+            .examples
+            .iter()
+            .position(|e| e.question.trim().is_empty() || e.answer.trim().is_empty())
+        {
+            return Err(SiteError::BadSetting {
+                key: "examples",
+                reason: format!("example {i} needs both a question and an answer"),
+            });
+        }
         let wc = WidgetConfig {
             site: id,
             title: config.title.as_deref().unwrap_or("Chat with us"),
@@ -238,10 +283,20 @@ impl Site {
                 *o = n;
             }
         }
+        let system_prompt = crate::session::prompt::system_text(
+            &config.instructions,
+            config.tone.as_deref(),
+            &config.rules,
+            config
+                .examples
+                .iter()
+                .map(|e| (e.question.as_str(), e.answer.as_str())),
+        );
         Ok(Site {
             id: Arc::from(id),
             config,
             widget_config,
+            system_prompt,
         })
     }
 
@@ -407,8 +462,24 @@ impl SiteRegistry {
 fn demo_site() -> SiteConfig {
     SiteConfig {
         title: Some("Demo shop assistant".into()),
-        greeting: Some("Hi! Ask me anything about the demo shop.".into()),
-        instructions: "You are the demo shop's assistant. Answer briefly and kindly.".into(),
+        greeting: Some(
+            "Hi! Ask me anything about the demo shop: shipping, returns, sizes, plans...".into(),
+        ),
+        instructions: "You are the chat assistant of Fernhill Supply Co., the demo shop, \
+                       which sells outdoor clothing and gear online and in two stores."
+            .into(),
+        tone: Some("Warm and brief: two or three sentences, plain words.".into()),
+        rules: vec![
+            "Never discuss competitors' prices.".into(),
+            "Never promise a refund or a delivery date the sources do not state.".into(),
+        ],
+        examples: vec![Example {
+            question: "Can I change my order?".into(),
+            answer: "Yes, within an hour of placing it, from Orders in your account. \
+                     After that it is with the warehouse, but a person can still try."
+                .into(),
+        }],
+        human_below_confidence: 0.35,
         ..SiteConfig::default()
     }
 }

@@ -703,10 +703,8 @@ impl KnowledgeBase {
     /// [`crate::retrieval`] for the scores). If the embedder fails on the
     /// query, the search falls back to the lexical index and logs a warning.
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
-        let st = self.snapshot();
-        let mode = self.mode();
-        let qvec = match (&self.embedder, &st.vectors, mode) {
-            (Some(e), Some(_), Mode::Dense | Mode::Hybrid) => match e.embed(&[query]) {
+        let qvec = match self.wants_query_vector() {
+            Some(e) => match e.embed(&[query]) {
                 Ok(mut v) if v.len() == 1 && v[0].len() == e.dim() => v.pop(),
                 Ok(_) => {
                     tracing::warn!(site = %self.site, "the embedder returned a bad shape; searching lexically");
@@ -717,9 +715,30 @@ impl KnowledgeBase {
                     None
                 }
             },
-            _ => None,
+            None => None,
         };
-        let dense = st.vectors.as_ref().zip(qvec.as_deref());
+        self.search_embedded(query, qvec.as_deref(), k)
+    }
+
+    /// The embedder a search of this knowledge base embeds its query with,
+    /// if its mode and its vectors use one: callers that search many
+    /// queries at once embed them in one batch with it, then call
+    /// [`KnowledgeBase::search_embedded`].
+    pub fn wants_query_vector(&self) -> Option<&Arc<dyn Embedder>> {
+        match (&self.embedder, self.mode()) {
+            (Some(e), Mode::Dense | Mode::Hybrid) if self.snapshot().vectors.is_some() => Some(e),
+            _ => None,
+        }
+    }
+
+    /// [`KnowledgeBase::search`] with the query's embedding given (from
+    /// [`KnowledgeBase::wants_query_vector`]'s embedder); without one, or
+    /// one of the wrong size, the ranking is lexical.
+    pub fn search_embedded(&self, query: &str, qvec: Option<&[f32]>, k: usize) -> Vec<Hit> {
+        let st = self.snapshot();
+        let mode = self.mode();
+        let qvec = qvec.filter(|v| self.embedder.as_ref().is_some_and(|e| e.dim() == v.len()));
+        let dense = st.vectors.as_ref().zip(qvec);
         let ranked = retrieval::rank(mode, &st.bm25, dense, query, k, self.config.hybrid_weight);
         ranked
             .into_iter()

@@ -9,21 +9,37 @@ use thiserror::Error;
 
 /// Limits on one request.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Limits<'a> {
     /// Request line plus headers, in bytes.
     pub max_head: usize,
     /// Number of header fields.
     pub max_headers: usize,
     /// Body bytes (only `Content-Length` bodies are accepted).
     pub max_body: usize,
+    /// A larger body for uploads by the admin, if any.
+    pub upload: Option<Upload<'a>>,
 }
 
-impl Default for Limits {
+/// Who may send a body over [`Limits::max_body`], and how large: a `PUT`
+/// under `path_prefix` with `Authorization: Bearer <token>` (checked before
+/// a byte of the body is kept).
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    /// Body bytes allowed.
+    pub max_body: usize,
+    /// Paths it applies to.
+    pub path_prefix: &'static str,
+    /// The bearer token it needs.
+    pub token: &'a str,
+}
+
+impl Default for Limits<'static> {
     fn default() -> Self {
         Limits {
             max_head: 8 * 1024,
             max_headers: 64,
             max_body: 64 * 1024,
+            upload: None,
         }
     }
 }
@@ -70,7 +86,7 @@ pub struct Parsed {
 }
 
 /// Parses one request from the front of `buf`; `Ok(None)` means more bytes are needed.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ParseError> {
+pub fn parse(buf: &[u8], limits: &Limits<'_>) -> Result<Option<Parsed>, ParseError> {
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -104,10 +120,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ParseError> 
         _ => Version::HTTP_11,
     };
 
-    let mut builder = Request::builder().method(method).uri(uri).version(version);
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .version(version);
     let mut content_length: Option<usize> = None;
     let mut connection_close = version == Version::HTTP_10;
     let mut has_host = false;
+    let mut bearer: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ParseError::Malformed(format!("bad header name {:?}", h.name)))?;
@@ -133,6 +153,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ParseError> 
             }
         } else if name == header::HOST {
             has_host = true;
+        } else if name == header::AUTHORIZATION {
+            bearer = h.value.strip_prefix(b"Bearer ");
         }
         builder = builder.header(name, value);
     }
@@ -143,7 +165,16 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ParseError> 
     }
     let body_len = content_length.unwrap_or(0);
     if body_len > limits.max_body {
-        return Err(ParseError::BodyTooLarge(limits.max_body));
+        let upload = limits.upload.filter(|u| {
+            method == Method::PUT
+                && path.starts_with(u.path_prefix)
+                && bearer.is_some_and(|b| crate::admin::constant_time_eq(b, u.token.as_bytes()))
+        });
+        match upload {
+            Some(u) if body_len <= u.max_body => {}
+            Some(u) => return Err(ParseError::BodyTooLarge(u.max_body)),
+            None => return Err(ParseError::BodyTooLarge(limits.max_body)),
+        }
     }
     if buf.len() < head_len + body_len {
         return Ok(None);
@@ -189,12 +220,54 @@ pub fn cookie<B>(req: &http::Request<B>, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn limits() -> Limits {
+    fn limits() -> Limits<'static> {
         Limits {
             max_head: 256,
             max_headers: 8,
             max_body: 16,
+            upload: None,
         }
+    }
+
+    #[test]
+    fn only_the_admin_may_send_an_upload_body() {
+        let l = Limits {
+            upload: Some(Upload {
+                max_body: 32,
+                path_prefix: "/admin/sites/",
+                token: "secret-token",
+            }),
+            ..limits()
+        };
+        let req = |method: &str, path: &str, auth: &str, len: usize| {
+            let mut r = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len}\r\n\r\n"
+            )
+            .into_bytes();
+            r.extend(std::iter::repeat_n(b'a', len));
+            r
+        };
+        let admin = "Authorization: Bearer secret-token\r\n";
+        let ok = parse(&req("PUT", "/admin/sites/demo/kb/a.md", admin, 30), &l);
+        assert_eq!(ok.unwrap().unwrap().request.body().len(), 30);
+        // Over the upload limit, a wrong token, no token, another path or method.
+        let too_big = parse(&req("PUT", "/admin/sites/demo/kb/a.md", admin, 33), &l);
+        assert_eq!(too_big.unwrap_err(), ParseError::BodyTooLarge(32));
+        let wrong = "Authorization: Bearer secret-tokeX\r\n";
+        for r in [
+            req("PUT", "/admin/sites/demo/kb/a.md", wrong, 30),
+            req("PUT", "/admin/sites/demo/kb/a.md", "", 30),
+            req("PUT", "/poll/send", admin, 30),
+            req("POST", "/admin/sites/demo/kb/a.md", admin, 30),
+        ] {
+            assert_eq!(parse(&r, &l).unwrap_err(), ParseError::BodyTooLarge(16));
+        }
+        // Refused from the head alone: the body need not have arrived.
+        let head_only = b"PUT /poll/send HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n";
+        assert_eq!(
+            parse(head_only, &l).unwrap_err(),
+            ParseError::BodyTooLarge(16)
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The worker's side of answering: a session's answer job becomes a request to
-//! the inference service, the service's events (tokens, done, failures) come
-//! back through the worker's inbox and go to the session that asked, and
-//! admission is asked before a message is accepted.
+//! The worker's side of answering: a session's answer job goes to a
+//! retrieval thread when its site has a knowledge base (the sources come back
+//! through the worker's inbox), then becomes a request to the inference
+//! service; the service's events (tokens, done, failures) come back the same
+//! way and go to the session that asked, and admission is asked before a
+//! message is accepted.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,10 @@ use inference_client::{
     ChatMessage, Event, EventSink, GenerateRequest, InferenceError, RequestId, Role,
 };
 
+use super::retrieval::RetrievalMsg;
 use super::worker::{Worker, WorkerMsg};
+use crate::chat::server::Source;
+use crate::grounding::{Grounding, UNGROUNDED_CONFIDENCE};
 use crate::session::prompt::{self, PromptMessage};
 use crate::session::token::SessionKey;
 use crate::session::{Admission, AnswerJob, Now, ReplyFailure};
@@ -33,9 +38,13 @@ impl Admission for ServiceAdmission<'_> {
     }
 }
 
-/// Confidence reported in `done` until answers are grounded in a knowledge
-/// base: without retrieval scores the gateway cannot judge an answer.
-const UNGROUNDED_CONFIDENCE: f32 = 0.5;
+/// A request in flight: which session's which reply, and what grounded it.
+pub(crate) struct InFlight {
+    key: SessionKey,
+    reply: String,
+    sources: Vec<Source>,
+    confidence: f32,
+}
 
 fn to_chat(m: PromptMessage) -> ChatMessage {
     ChatMessage {
@@ -49,11 +58,62 @@ fn to_chat(m: PromptMessage) -> ChatMessage {
 }
 
 impl Worker {
-    /// Sends a session's answer job to the inference service.
+    /// Starts answering: through a retrieval thread when the session's site
+    /// has a knowledge base, else straight to the inference service.
     pub(crate) fn start_answer(&self, key: SessionKey, job: AnswerJob) {
+        let site = self.sessions.borrow().get(&key).map(|s| s.site.clone());
+        match site {
+            Some(site) if self.shared.library.covers(&site) => {
+                let msg = RetrievalMsg::Lookup {
+                    worker: self.id,
+                    key,
+                    site,
+                    job,
+                };
+                if let Err(flume::SendError(RetrievalMsg::Lookup { key, job, .. })) =
+                    self.shared.retrieval.send(msg)
+                {
+                    // Retrieval has stopped (shutting down): answer ungrounded.
+                    self.submit_answer(key, job, None);
+                }
+            }
+            _ => self.submit_answer(key, job, None),
+        }
+    }
+
+    /// A retrieval thread's answer: the job goes on, unless its reply was
+    /// cancelled meanwhile (the visitor left).
+    pub(crate) fn on_grounded(&self, key: SessionKey, job: AnswerJob, g: Option<Grounding>) {
+        let live = self
+            .sessions
+            .borrow()
+            .get(&key)
+            .is_some_and(|s| s.live_replies().any(|r| r == job.reply));
+        if live {
+            self.submit_answer(key, job, g);
+        }
+    }
+
+    /// Sends an answer job, with its sources in the prompt, to the inference service.
+    fn submit_answer(&self, key: SessionKey, mut job: AnswerJob, g: Option<Grounding>) {
         let id: RequestId = self.next_request.get();
         self.next_request.set(id + 1);
-        self.requests.borrow_mut().insert(id, (key, job.reply));
+        let (sources, confidence) = match g {
+            Some(g) => {
+                g.apply(&mut job.prompt);
+                (g.sources, g.confidence)
+            }
+            None => (Vec::new(), UNGROUNDED_CONFIDENCE),
+        };
+        self.requests.borrow_mut().insert(
+            id,
+            InFlight {
+                key,
+                reply: job.reply,
+                sources,
+                confidence,
+            },
+        );
         let inf = &self.shared.config.inference;
         let now = Instant::now();
         let mut req = GenerateRequest::new(
@@ -72,7 +132,7 @@ impl Worker {
             .requests
             .borrow()
             .iter()
-            .filter(|(_, (k, r))| *k == key && replies.contains(r))
+            .filter(|(_, f)| f.key == key && replies.contains(&f.reply))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -85,7 +145,12 @@ impl Worker {
     pub(crate) fn on_inference(self: &Rc<Self>, ev: Event) {
         match ev {
             Event::Token { id, text } => {
-                let Some((key, reply)) = self.requests.borrow().get(&id).cloned() else {
+                let Some((key, reply)) = self
+                    .requests
+                    .borrow()
+                    .get(&id)
+                    .map(|f| (f.key, f.reply.clone()))
+                else {
                     return;
                 };
                 if !self.with_session(key, |s, out| s.reply_token(&reply, &text, out)) {
@@ -95,19 +160,19 @@ impl Worker {
                 }
             }
             Event::Done { id, .. } => {
-                let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
+                let Some(f) = self.requests.borrow_mut().remove(&id) else {
                     return;
                 };
-                self.with_session(key, |s, out| {
+                self.with_session(f.key, |s, out| {
                     let human_below = self
                         .shared
                         .sites
                         .get(&s.site)
                         .map_or(0.0, |site| site.config.human_below_confidence);
                     s.reply_done(
-                        &reply,
-                        Vec::new(),
-                        UNGROUNDED_CONFIDENCE,
+                        &f.reply,
+                        f.sources,
+                        f.confidence,
                         human_below,
                         Now::current(),
                         out,
@@ -115,7 +180,8 @@ impl Worker {
                 });
             }
             Event::Failed { id, error } => {
-                let Some((key, reply)) = self.requests.borrow_mut().remove(&id) else {
+                let Some(InFlight { key, reply, .. }) = self.requests.borrow_mut().remove(&id)
+                else {
                     return;
                 };
                 let why = match error {

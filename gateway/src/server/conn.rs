@@ -51,21 +51,22 @@ pub(crate) enum Pending {
         cursor: u64,
         keep_alive: bool,
     },
-    /// A request of the agent desk's API, waiting for the desk's answer.
-    Desk { keep_alive: bool },
+    /// A request another thread answers (the agent desk's API, the
+    /// knowledge-base admin API), waiting for its answer.
+    Elsewhere { keep_alive: bool },
     /// An `/agent/ws` upgrade, waiting for the desk to say who it is; the
     /// 101 is sent once it does.
     AgentUpgrade { resp: Response<Body> },
 }
 
 impl Pending {
-    /// The session it concerns (desk requests concern none).
+    /// The session it concerns (requests answered elsewhere concern none).
     pub(crate) fn key(&self) -> Option<SessionKey> {
         match self {
             Pending::Upgrade { key, .. }
             | Pending::PollSend { key, .. }
             | Pending::PollRecv { key, .. } => Some(*key),
-            Pending::Desk { .. } | Pending::AgentUpgrade { .. } => None,
+            Pending::Elsewhere { .. } | Pending::AgentUpgrade { .. } => None,
         }
     }
 }
@@ -425,13 +426,17 @@ impl Worker {
     /// Stores unconsumed input, refusing to hold more than any request or frame may be.
     fn keep_input(self: &Rc<Self>, slot: usize, mut buf: Vec<u8>) {
         let l = &self.shared.config.limits;
-        let cap = (l.max_head_bytes + l.max_body_bytes)
-            .max(l.max_frame_bytes as usize + MAX_HEADER_LEN)
-            .max(if self.shared.config.echo {
-                l.echo_max_message_bytes + MAX_HEADER_LEN
-            } else {
-                0
-            });
+        let cap = (l.max_head_bytes
+            + self
+                .http_limits()
+                .upload
+                .map_or(l.max_body_bytes, |u| u.max_body))
+        .max(l.max_frame_bytes as usize + MAX_HEADER_LEN)
+        .max(if self.shared.config.echo {
+            l.echo_max_message_bytes + MAX_HEADER_LEN
+        } else {
+            0
+        });
         let mut conns = self.conns.borrow_mut();
         let Some(c) = conns.get_mut(slot) else { return };
         if buf.len() > cap {
@@ -502,12 +507,23 @@ impl Worker {
         pos
     }
 
-    fn http_limits(&self) -> crate::http::request::Limits {
-        let l = &self.shared.config.limits;
+    fn http_limits(&self) -> crate::http::request::Limits<'_> {
+        let c = &self.shared.config;
+        let l = &c.limits;
         crate::http::request::Limits {
             max_head: l.max_head_bytes,
             max_headers: l.max_headers,
             max_body: l.max_body_bytes,
+            // Knowledge-base documents, from the admin only.
+            upload: c
+                .admin
+                .token
+                .as_deref()
+                .map(|token| crate::http::request::Upload {
+                    max_body: c.knowledge.max_upload_bytes.max(l.max_body_bytes),
+                    path_prefix: "/admin/sites/",
+                    token,
+                }),
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 
-use super::worker::{sub_parts, Op, WorkerMsg};
+use super::worker::{Op, WorkerMsg};
 use super::Shared;
 use crate::desk::directory::Directory;
 use crate::desk::routing::{AgentId, ConvKey};
@@ -156,7 +156,7 @@ fn handle(desk: &mut Desk, shared: &Shared, msg: DeskMsg, now: Instant) -> bool 
                         )
                     }
                 };
-                send_worker(shared, sub, WorkerMsg::DeskHttp { sub, resp });
+                shared.send_to(sub, WorkerMsg::HttpAnswer { sub, resp });
             }
         }
         DeskMsg::Shutdown => return false,
@@ -164,20 +164,13 @@ fn handle(desk: &mut Desk, shared: &Shared, msg: DeskMsg, now: Instant) -> bool 
     true
 }
 
-fn send_worker(shared: &Shared, sub: SubId, msg: WorkerMsg) {
-    let (worker, _, _) = sub_parts(sub);
-    if let Some(tx) = shared.inboxes.get(worker) {
-        let _ = tx.send(msg);
-    }
-}
-
 fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sender<DeskMsg>) {
     match o {
-        DeskOut::Frame { to, msg } => send_worker(shared, to, WorkerMsg::Deliver { to, msg }),
-        DeskOut::Close { sub } => send_worker(shared, sub, WorkerMsg::CloseAgent { sub }),
-        DeskOut::Http { sub, resp } => send_worker(shared, sub, WorkerMsg::DeskHttp { sub, resp }),
+        DeskOut::Frame { to, msg } => shared.send_to(to, WorkerMsg::Deliver { to, msg }),
+        DeskOut::Close { sub } => shared.send_to(sub, WorkerMsg::CloseAgent { sub }),
+        DeskOut::Http { sub, resp } => shared.send_to(sub, WorkerMsg::HttpAnswer { sub, resp }),
         DeskOut::Upgrade { sub, result } => {
-            send_worker(shared, sub, WorkerMsg::AgentUpgrade { sub, result })
+            shared.send_to(sub, WorkerMsg::AgentUpgrade { sub, result })
         }
         DeskOut::Session { key, ev } => {
             let owner = key.owner(shared.inboxes.len());

@@ -10,6 +10,7 @@ mod answer;
 mod conn;
 mod desk;
 mod persist;
+mod retrieval;
 mod routes;
 mod sweep;
 pub mod sys;
@@ -45,12 +46,26 @@ pub struct Shared {
     inboxes: Vec<flume::Sender<WorkerMsg>>,
     /// The agent desk's thread.
     desk: flume::Sender<desk::DeskMsg>,
+    /// The sites' knowledge bases.
+    pub library: Arc<crate::grounding::library::Library>,
+    /// The retrieval threads.
+    retrieval: flume::Sender<retrieval::RetrievalMsg>,
     /// Connections open across all workers.
     open_conns: AtomicUsize,
     /// Connections allowed before 503.
     pub max_connections: usize,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Sends `msg` to the worker that holds the connection `sub`.
+    fn send_to(&self, sub: crate::session::SubId, msg: WorkerMsg) {
+        let (worker, _, _) = worker::sub_parts(sub);
+        if let Some(tx) = self.inboxes.get(worker) {
+            let _ = tx.send(msg);
+        }
+    }
 }
 
 /// Why the server cannot start or did not stop cleanly.
@@ -84,6 +99,9 @@ pub enum ServerError {
     /// The agent desk cannot start.
     #[error("{0}")]
     Desk(String),
+    /// The retrieval threads cannot start.
+    #[error("cannot start the retrieval threads: {0}")]
+    Retrieval(std::io::Error),
     /// A worker failed to start or stopped with an error.
     #[error("worker {worker}: {source}")]
     Worker {
@@ -103,6 +121,7 @@ pub struct Running {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     desk: Option<JoinHandle<()>>,
+    retrieval: Vec<JoinHandle<()>>,
     store: Option<crate::store::Store>,
     inference: Option<inference_client::Service>,
 }
@@ -139,8 +158,21 @@ impl Running {
                 tracing::error!("the agent desk's thread panicked");
             }
         }
-        // No worker asks for answers any more: stop the inference service,
-        // then make everything durable.
+        // No worker asks for sources any more: stop retrieval (an embedding
+        // call in progress still has the inference service)...
+        for _ in &self.retrieval {
+            let _ = self
+                .shared
+                .retrieval
+                .send(retrieval::RetrievalMsg::Shutdown);
+        }
+        for t in std::mem::take(&mut self.retrieval) {
+            if t.join().is_err() {
+                tracing::error!("a retrieval thread panicked");
+            }
+        }
+        // ...nor answers: stop the inference service, then make everything
+        // durable.
         if let Some(service) = self.inference.take() {
             service.shutdown();
         }
@@ -163,7 +195,7 @@ fn io_driver(d: IoDriver) -> inference_client::IoDriver {
 }
 
 /// The inference service's settings from the gateway's configuration.
-fn service_config(c: &Config) -> inference_client::ServiceConfig {
+pub(crate) fn service_config(c: &Config) -> inference_client::ServiceConfig {
     use inference_client::{Api, Backend, EndpointConfig, LatencyModel, ServiceConfig, SimOptions};
     use std::time::Duration;
     let inf = &c.inference;
@@ -279,8 +311,18 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         .map(|tx| service.client(Box::new(worker::InboxSink(tx.clone()))))
         .collect();
     let (desk_tx, desk_rx) = flume::unbounded();
+    let (retrieval_tx, retrieval_rx) = flume::unbounded();
+    let pool_embedder = (config.knowledge.embedder == crate::config::EmbedderChoice::Pool)
+        .then(|| crate::grounding::embedder::PoolEmbedder::new(&service, &config.inference.model));
+    let library = Arc::new(crate::grounding::library::Library::new(
+        &config.data_dir,
+        config.knowledge.clone(),
+    ));
+    retrieval::open_library(&library, &sites, pool_embedder);
     let shared = Arc::new(Shared {
         desk: desk_tx.clone(),
+        library,
+        retrieval: retrieval_tx,
         metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
         store_stats: store.stats().clone(),
         sites,
@@ -293,6 +335,8 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
 
     let desk_thread = desk::spawn(shared.clone(), store.handle(), directory, desk_tx, desk_rx)
         .map_err(|e| ServerError::Desk(format!("cannot start the agent desk: {e}")))?;
+    let retrieval_threads =
+        retrieval::spawn(shared.clone(), retrieval_rx).map_err(ServerError::Retrieval)?;
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cores = std::thread::available_parallelism()
@@ -351,6 +395,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     shared,
                     threads,
                     desk: Some(desk_thread),
+                    retrieval: retrieval_threads,
                     store: Some(store),
                     inference: Some(service),
                 };
@@ -381,6 +426,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         shared,
         threads,
         desk: Some(desk_thread),
+        retrieval: retrieval_threads,
         store: Some(store),
         inference: Some(service),
     })

@@ -61,6 +61,7 @@ impl Worker {
             "/agent/ws" if req.method() == Method::GET => self.upgrade_agent(slot, req),
             "/agent" if get => self.serve_asset(slot, &req, "agent.html", keep_alive),
             p if is_desk_route(p) => self.to_desk(slot, req, keep_alive),
+            p if crate::grounding::api::is_kb_route(p) => self.to_retrieval(slot, req, keep_alive),
             p if p == "/admin" || p.starts_with("/admin/") => {
                 let r = crate::admin::handle(
                     &req,
@@ -90,15 +91,29 @@ impl Worker {
         }
     }
 
-    /// A request the agent desk answers: handed to its thread; the answer
-    /// comes back as `WorkerMsg::DeskHttp`.
+    /// A request the agent desk answers: handed to its thread.
     fn to_desk(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>, keep_alive: bool) {
+        let desk = &self.shared.desk;
+        self.answer_elsewhere(slot, keep_alive, |sub| {
+            let _ = desk.send(super::desk::DeskMsg::Http { sub, req });
+        });
+    }
+
+    /// A knowledge-base admin request: handed to the retrieval threads (an
+    /// upload is chunked and embedded there).
+    fn to_retrieval(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>, keep_alive: bool) {
+        let retrieval = &self.shared.retrieval;
+        self.answer_elsewhere(slot, keep_alive, |sub| {
+            let _ = retrieval.send(super::retrieval::RetrievalMsg::Http { sub, req });
+        });
+    }
+
+    /// Parks the connection until another thread's answer comes back as
+    /// `WorkerMsg::HttpAnswer` for the id `send` hands that thread.
+    fn answer_elsewhere(self: &Rc<Self>, slot: usize, keep_alive: bool, send: impl FnOnce(SubId)) {
         let sub = self.renew_sub(slot);
-        self.set_pending(slot, Pending::Desk { keep_alive });
-        let _ = self
-            .shared
-            .desk
-            .send(super::desk::DeskMsg::Http { sub, req });
+        self.set_pending(slot, Pending::Elsewhere { keep_alive });
+        send(sub);
     }
 
     /// `GET /agent/ws`: the handshake is checked here, who it is by the desk.
@@ -129,13 +144,13 @@ impl Worker {
         }
     }
 
-    /// The desk's answer to a request handed to it.
-    pub(crate) fn on_desk_http(self: &Rc<Self>, sub: SubId, resp: Response<Body>) {
+    /// Another thread's answer to a request handed to it.
+    pub(crate) fn on_http_answer(self: &Rc<Self>, sub: SubId, resp: Response<Body>) {
         let Some(slot) = self.slot_of(sub) else {
             return;
         };
-        let Some(Pending::Desk { keep_alive }) =
-            self.take_pending(slot, |p| matches!(p, Pending::Desk { .. }))
+        let Some(Pending::Elsewhere { keep_alive }) =
+            self.take_pending(slot, |p| matches!(p, Pending::Elsewhere { .. }))
         else {
             return;
         };
@@ -564,7 +579,7 @@ impl Worker {
                 }
             }
             // Taken only with a session key (above).
-            Pending::Desk { .. } | Pending::AgentUpgrade { .. } => return,
+            Pending::Elsewhere { .. } | Pending::AgentUpgrade { .. } => return,
             Pending::PollRecv {
                 key,
                 site,

@@ -78,8 +78,16 @@ pub(crate) enum WorkerMsg {
     },
     /// An event of the inference service about one of this worker's requests.
     Inference(inference_client::Event),
-    /// The agent desk's answer to an HTTP request.
-    DeskHttp {
+    /// A retrieval thread grounded an answer job (`None`: the site's
+    /// knowledge base is gone); the job goes to the inference service now.
+    Grounded {
+        key: SessionKey,
+        job: crate::session::AnswerJob,
+        grounding: Option<crate::grounding::Grounding>,
+    },
+    /// Another thread's answer to an HTTP request handed to it (the agent
+    /// desk, a retrieval thread).
+    HttpAnswer {
         sub: SubId,
         resp: http::Response<crate::http::response::Body>,
     },
@@ -154,7 +162,7 @@ pub(crate) struct Worker {
     /// This worker's handle on the inference service.
     pub(crate) inference: inference_client::Client,
     /// Requests in flight: which session's which reply.
-    pub(crate) requests: RefCell<HashMap<inference_client::RequestId, (SessionKey, String)>>,
+    pub(crate) requests: RefCell<HashMap<inference_client::RequestId, super::answer::InFlight>>,
     pub(crate) next_request: Cell<inference_client::RequestId>,
     next_gen: Cell<u64>,
     /// The one read buffer every connection of this worker reads into.
@@ -311,7 +319,12 @@ impl Worker {
             }
             WorkerMsg::Loaded { key, result } => self.on_loaded(key, result),
             WorkerMsg::Inference(ev) => self.on_inference(ev),
-            WorkerMsg::DeskHttp { sub, resp } => self.on_desk_http(sub, resp),
+            WorkerMsg::Grounded {
+                key,
+                job,
+                grounding,
+            } => self.on_grounded(key, job, grounding),
+            WorkerMsg::HttpAnswer { sub, resp } => self.on_http_answer(sub, resp),
             WorkerMsg::AgentUpgrade { sub, result } => self.on_agent_upgrade(sub, result),
             WorkerMsg::CloseAgent { sub } => {
                 if let Some(slot) = self.slot_of(sub) {
@@ -353,7 +366,10 @@ impl Worker {
             Some(s) => &s.widget_config,
             None => empty_config(),
         };
-        let instructions = site.as_ref().map_or("", |s| s.config.instructions.as_str());
+        let instructions = site.as_ref().map_or("", |s| s.system_prompt.as_str());
+        let grounding_tokens = site
+            .as_ref()
+            .map_or(0, |s| self.shared.library.allowance(&s.id));
         let handoff = site
             .as_ref()
             .map_or(&[][..], |s| s.config.handoff.as_slice());
@@ -362,6 +378,7 @@ impl Worker {
         f(&Settings {
             site_config,
             instructions,
+            grounding_tokens,
             message_rate: l.message_rate,
             history_items: self.shared.config.session.history_items,
             poll_log_cap: l.poll_log_messages,

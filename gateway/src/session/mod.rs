@@ -92,8 +92,13 @@ impl Admission for AdmitAll {
 pub struct Settings<'a> {
     /// The site's widget configuration, sent in `welcome`.
     pub site_config: &'a RawValue,
-    /// The site's standing instructions for the AI.
+    /// The standing part of the site's system prompt
+    /// ([`prompt::system_text`]).
     pub instructions: &'a str,
+    /// Tokens kept back in each prompt for the knowledge base's sources (0
+    /// when the site has none): counted by admission, left out of the
+    /// conversation's budget.
+    pub grounding_tokens: u32,
     /// Messages per session.
     pub message_rate: Rate,
     /// Most items `welcome`'s history carries.
@@ -119,8 +124,10 @@ pub struct AnswerJob {
     pub in_reply_to: String,
     /// The prompt: instructions, then the conversation.
     pub prompt: Vec<PromptMessage>,
-    /// Its estimated size in tokens.
+    /// Its estimated size in tokens (with the sources' allowance).
     pub prompt_tokens: u32,
+    /// What to search the site's knowledge base for.
+    pub query: String,
 }
 
 /// Something to make durable.
@@ -724,10 +731,10 @@ impl Session {
                     s.instructions,
                     self.items(),
                     &item,
-                    s.context_tokens,
+                    s.context_tokens.saturating_sub(s.grounding_tokens).max(1),
                     s.count_tokens,
                 );
-                let prompt_tokens = prompt::tokens(&prompt, s.count_tokens);
+                let prompt_tokens = prompt::tokens(&prompt, s.count_tokens) + s.grounding_tokens;
                 if let Err(wait) = s.admission.admit(prompt_tokens) {
                     let ms = wait.as_millis().max(1) as u64;
                     let msg =
@@ -742,6 +749,7 @@ impl Session {
                     in_reply_to: id.clone(),
                     prompt,
                     prompt_tokens,
+                    query: crate::grounding::query(self.items(), &item.text),
                 })
             }
         };

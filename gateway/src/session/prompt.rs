@@ -1,8 +1,11 @@
-//! The prompt for one turn: the site's standing instructions, then the
+//! The prompt for one turn: the site's standing instructions (composed once
+//! per site by [`system_text`]: instructions, tone, rules, examples), then the
 //! conversation, cut to a token budget from the oldest side.
 //!
 //! The newest visitor message is always kept whole; older items go first when
 //! the conversation no longer fits, so a long chat keeps its recent context.
+//! The grounding sources are added later, off the worker (see
+//! `crate::grounding`), inside a budget the caller keeps back for them.
 
 use crate::chat::server::{Author, Item};
 
@@ -26,22 +29,68 @@ pub struct PromptMessage {
     pub content: String,
 }
 
+/// Used when a site gives the AI no instructions at all.
+const DEFAULT_INSTRUCTIONS: &str =
+    "You are a helpful assistant on a website's chat. Answer briefly and kindly.";
+
+/// The standing part of a site's system prompt: its instructions, then its
+/// tone, its rules as a list, and its example exchanges, each section only
+/// when the site has one.
+pub fn system_text<'a>(
+    instructions: &str,
+    tone: Option<&str>,
+    rules: &[String],
+    examples: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut s = match instructions.trim() {
+        "" => DEFAULT_INSTRUCTIONS.to_string(),
+        t => t.to_string(),
+    };
+    if let Some(t) = tone.map(str::trim).filter(|t| !t.is_empty()) {
+        s.push_str("\n\nTone: ");
+        s.push_str(t);
+    }
+    let rules: Vec<&str> = rules
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if !rules.is_empty() {
+        s.push_str("\n\nRules you must keep:");
+        for r in rules {
+            s.push_str("\n- ");
+            s.push_str(r);
+        }
+    }
+    let mut examples = examples.into_iter().peekable();
+    if examples.peek().is_some() {
+        s.push_str("\n\nExamples of good answers:");
+        for (q, a) in examples {
+            s.push_str("\nVisitor: ");
+            s.push_str(q.trim());
+            s.push_str("\nYou: ");
+            s.push_str(a.trim());
+        }
+    }
+    s
+}
+
 /// Builds the prompt for answering `newest` (a visitor message) after `history`.
 ///
-/// `count` estimates the tokens of a text; `budget` bounds the whole prompt. The
-/// instructions always go first; a system message alone over the budget is
-/// still sent (the budget then covers only the newest message).
+/// `system` is the site's [`system_text`]; `count` estimates the tokens of a
+/// text; `budget` bounds the whole prompt. The system message always goes
+/// first; one alone over the budget is still sent (the budget then covers
+/// only the newest message).
 pub fn build(
-    instructions: &str,
+    system: &str,
     history: &[Item],
     newest: &Item,
     budget: u32,
     count: impl Fn(&str) -> u32,
 ) -> Vec<PromptMessage> {
-    let system = if instructions.trim().is_empty() {
-        "You are a helpful assistant on a website's chat. Answer briefly and kindly.".to_string()
-    } else {
-        instructions.to_string()
+    let system = match system.trim() {
+        "" => DEFAULT_INSTRUCTIONS.to_string(),
+        _ => system.to_string(),
     };
     let mut used = count(&system);
     // Walk back from the newest item, keeping what fits.
@@ -169,6 +218,26 @@ mod tests {
             words,
         );
         assert_eq!(p.last().unwrap().content, "a very long question indeed");
+    }
+
+    #[test]
+    fn system_text_composes_the_sections_a_site_has() {
+        assert_eq!(system_text("", None, &[], []), DEFAULT_INSTRUCTIONS);
+        let rules = vec!["Never discuss competitor pricing.".to_string(), " ".into()];
+        let s = system_text(
+            "You help Fernhill's visitors.",
+            Some("Warm."),
+            &rules,
+            [("Can I return shoes?", "Yes, within 30 days.")],
+        );
+        assert_eq!(
+            s,
+            "You help Fernhill's visitors.\n\nTone: Warm.\n\nRules you must keep:\n\
+             - Never discuss competitor pricing.\n\nExamples of good answers:\n\
+             Visitor: Can I return shoes?\nYou: Yes, within 30 days."
+        );
+        // Sections a site leaves empty are left out.
+        assert_eq!(system_text("Be brief.", Some(" "), &[], []), "Be brief.");
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn settings<'a>(cfg: &'a RawValue, gate: &'a dyn Admission) -> Settings<'a> {
     Settings {
         site_config: cfg,
         instructions: "Be brief.",
+        grounding_tokens: 0,
         message_rate: Rate {
             per_sec: 1.0,
             burst: 3.0,

@@ -18,6 +18,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// The simulated inference server at test speed: 1 ms per token.
 pub const FAST_SIM: &str = "\n[inference.sim]\ndecode_step_ms = 1.0\nprefill_us_per_token = 1.0\n";
 
+/// Knowledge bases off unless a test asks: the demo site's built-in one
+/// would ground (and change) every answer the other tests check.
+pub const NO_KNOWLEDGE: &str = "\n[knowledge]\nembedder = \"lexical\"\ndemo = false\n";
+
 /// Runs a test body once per io driver.
 #[macro_export]
 macro_rules! both_drivers {
@@ -98,6 +102,9 @@ impl Gateway {
         let mut cfg = o.config.unwrap_or("").to_string();
         if !cfg.contains("[inference.sim]") {
             cfg.push_str(FAST_SIM);
+        }
+        if !cfg.contains("[knowledge]") {
+            cfg.push_str(NO_KNOWLEDGE);
         }
         let p = dir.path().join("gateway.toml");
         std::fs::write(&p, cfg).expect("write config");

@@ -15,7 +15,10 @@ import { chromium } from 'playwright-core';
 /** Starts `bin` on a free port with a fresh data dir; resolves once it prints LISTENING. */
 export async function startGateway(bin, configToml) {
   const dir = mkdtempSync(join(tmpdir(), 'lc-widget-gw-'));
-  writeFileSync(join(dir, 'config.toml'), configToml);
+  // The demo site's built-in knowledge base is left out unless a test asks:
+  // ingesting it with MiniLM would cost each start seconds of CPU.
+  const knowledge = configToml.includes('[knowledge]') ? '' : '\n[knowledge]\ndemo = false\nembedder = "lexical"\n';
+  writeFileSync(join(dir, 'config.toml'), configToml + knowledge);
   const child = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--config', join(dir, 'config.toml'), '--log', 'warn'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

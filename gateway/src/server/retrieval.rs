@@ -1,0 +1,180 @@
+//! The retrieval threads' shell: knowledge-base work kept off the workers.
+//!
+//! Workers send [`RetrievalMsg`]s on one flume channel that every retrieval
+//! thread receives from (`[knowledge] threads`): an answer job to ground
+//! (searched in its site's knowledge base, then handed back to the worker
+//! that owns the session) or a knowledge-base admin request (answered
+//! through the worker that holds the connection). The first thread also
+//! looks every few seconds for knowledge bases `gateway kb add` wrote
+//! meanwhile. [`open_library`] runs before the workers start, so the first
+//! question is already grounded.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use http::Request;
+
+use super::worker::WorkerMsg;
+use super::Shared;
+use crate::grounding::embedder::{self, PoolEmbedder};
+use crate::grounding::library::Library;
+use crate::session::token::SessionKey;
+use crate::session::{AnswerJob, SubId};
+use crate::sites::DEMO_SITE;
+
+/// How often the data directory is looked at for knowledge bases written by
+/// another process.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// What a retrieval thread receives.
+#[derive(Debug)]
+pub(crate) enum RetrievalMsg {
+    /// Ground an answer job in its site's knowledge base.
+    Lookup {
+        worker: usize,
+        key: SessionKey,
+        site: Arc<str>,
+        job: AnswerJob,
+    },
+    /// A knowledge-base admin request.
+    Http { sub: SubId, req: Request<Vec<u8>> },
+    /// Stop (one per thread).
+    Shutdown,
+}
+
+/// Starts the retrieval threads.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    rx: flume::Receiver<RetrievalMsg>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let n = shared.library.config().threads.max(1);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let shared = shared.clone();
+        let rx = rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("lc-retrieval-{i}"))
+            .spawn(move || run(&shared, &rx, i == 0))?;
+        threads.push(t);
+    }
+    Ok(threads)
+}
+
+/// Loads the embedder and opens the knowledge bases (ingesting the demo
+/// site's the first time); `pool` is the embedder over the inference pool
+/// when `[knowledge] embedder = "pool"`.
+pub(crate) fn open_library(
+    library: &Library,
+    sites: &crate::sites::SiteRegistry,
+    pool: Option<PoolEmbedder>,
+) {
+    let started = Instant::now();
+    let cfg = library.config();
+    let embedder = match embedder::choose(cfg, pool) {
+        Ok((e, what)) => {
+            tracing::info!(retrieval = %what, "knowledge bases: embedder chosen");
+            e
+        }
+        Err(e) => {
+            // `embedder = "minilm"` without its files: said loudly, served lexically.
+            tracing::error!(error = %e, "knowledge bases: the configured embedder cannot load; BM25 alone");
+            None
+        }
+    };
+    let demo = (cfg.demo && sites.get(DEMO_SITE).is_some()).then_some(DEMO_SITE);
+    library.start(embedder, demo);
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "knowledge bases ready"
+    );
+}
+
+/// Most questions grounded in one batch.
+const MAX_BATCH: usize = 32;
+
+fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
+    let mut next_refresh = Instant::now() + REFRESH_EVERY;
+    // Messages met while gathering a batch of lookups, handled next.
+    let mut held: VecDeque<RetrievalMsg> = VecDeque::new();
+    loop {
+        let msg = match held.pop_front() {
+            Some(m) => Some(m),
+            None if refreshes => match rx.recv_deadline(next_refresh) {
+                Ok(m) => Some(m),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            },
+        };
+        if refreshes && Instant::now() >= next_refresh {
+            shared.library.refresh();
+            next_refresh = Instant::now() + REFRESH_EVERY;
+        }
+        match msg {
+            None => {}
+            Some(RetrievalMsg::Lookup {
+                worker,
+                key,
+                site,
+                job,
+            }) => {
+                let mut batch = vec![(worker, key, site, job)];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(RetrievalMsg::Lookup {
+                            worker,
+                            key,
+                            site,
+                            job,
+                        }) => batch.push((worker, key, site, job)),
+                        Ok(other) => {
+                            held.push_back(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                lookup(shared, batch);
+            }
+            Some(RetrievalMsg::Http { sub, req }) => {
+                let resp = crate::grounding::api::handle(
+                    &req,
+                    shared.config.admin.token.as_deref(),
+                    &shared.sites,
+                    &shared.library,
+                );
+                shared.send_to(sub, WorkerMsg::HttpAnswer { sub, resp });
+            }
+            Some(RetrievalMsg::Shutdown) => return,
+        }
+    }
+}
+
+/// Grounds a batch of answer jobs and hands each back to its worker.
+fn lookup(shared: &Shared, batch: Vec<(usize, SessionKey, Arc<str>, AnswerJob)>) {
+    let t = Instant::now();
+    let asks: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|(_, _, site, job)| (&**site, job.query.as_str()))
+        .collect();
+    let found = shared.library.ground_many(&asks);
+    tracing::debug!(
+        questions = batch.len(),
+        us = t.elapsed().as_micros() as u64,
+        "retrieved"
+    );
+    for ((worker, key, _, job), grounding) in batch.into_iter().zip(found) {
+        if let Some(tx) = shared.inboxes.get(worker) {
+            let _ = tx.send(WorkerMsg::Grounded {
+                key,
+                job,
+                grounding,
+            });
+        }
+    }
+}
