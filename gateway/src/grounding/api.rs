@@ -17,7 +17,7 @@ use knowledge::{FileOutcome, KnowledgeBase};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
-use super::library::{Library, LibraryError};
+use super::library::Library;
 use crate::http::request::query_param;
 use crate::http::response::{self, Body};
 use crate::sites::SiteRegistry;
@@ -54,7 +54,6 @@ pub fn handle(
     }
     let kb = match library.open(site) {
         Ok(kb) => kb,
-        Err(e @ LibraryError::Starting) => return response::unavailable(5, &e.to_string()),
         Err(e) => {
             tracing::error!(site, error = %e, "cannot open a knowledge base");
             return response::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -191,8 +190,8 @@ mod tests {
     fn upload_search_list_and_delete() {
         let dir = tempfile::tempdir().expect("temp dir");
         let sites = SiteRegistry::load(&BTreeMap::new(), None).expect("sites");
-        let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default());
-        lib.start(None, None);
+        let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default(), None);
+        lib.start(None);
         let run = |r: Request<Vec<u8>>| handle(&r, Some(TOKEN), &sites, &lib);
 
         let doc = b"# Gift cards\n\nGift cards never expire and work online and in stores.\n";
@@ -246,7 +245,8 @@ mod tests {
     fn refusals() {
         let dir = tempfile::tempdir().expect("temp dir");
         let sites = SiteRegistry::load(&BTreeMap::new(), None).expect("sites");
-        let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default());
+        let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default(), None);
+        lib.start(None);
         let unauth = Request::builder()
             .method("GET")
             .uri("/admin/sites/demo/kb")
@@ -254,15 +254,6 @@ mod tests {
             .expect("request");
         let r = handle(&unauth, Some(TOKEN), &sites, &lib);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        // Still loading the model.
-        let r = handle(
-            &req("GET", "/admin/sites/demo/kb", b""),
-            Some(TOKEN),
-            &sites,
-            &lib,
-        );
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        lib.start(None, None);
         let r = handle(
             &req("GET", "/admin/sites/nope/kb", b""),
             Some(TOKEN),

@@ -3,14 +3,16 @@
 //! answers, written by uploads, and reopened when `gateway kb add` changed
 //! one on disk while the server ran.
 //!
-//! Workers only ask [`Library::covers`] (a read lock, no I/O) to decide
-//! whether an answer goes through retrieval; everything else runs on the
-//! retrieval threads.
+//! Workers only ask [`Library::allowance`] (an `ArcSwap` load, no lock, no
+//! I/O) to decide whether an answer goes through retrieval; everything else
+//! runs on the retrieval threads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use knowledge::{Embedder, KbConfig, KbError, KnowledgeBase};
 
@@ -32,9 +34,13 @@ pub struct Library {
     data_dir: PathBuf,
     config: KnowledgeConfig,
     kb_config: KbConfig,
-    /// Set once by [`Library::start`]: until then nothing is open.
-    embedder: OnceLock<Option<Arc<dyn Embedder>>>,
+    embedder: Option<Arc<dyn Embedder>>,
     bases: RwLock<HashMap<String, Base>>,
+    /// The sites whose knowledge base has chunks, republished after every
+    /// change to `bases`: what workers read per message.
+    covered: ArcSwap<HashSet<String>>,
+    /// Tokens a grounded prompt keeps back for its sources.
+    allowance: u32,
 }
 
 fn stamp(dir: &Path) -> Option<SystemTime> {
@@ -44,14 +50,22 @@ fn stamp(dir: &Path) -> Option<SystemTime> {
 }
 
 impl Library {
-    /// A library over `data_dir/kb/`; nothing is opened before [`Library::start`].
-    pub fn new(data_dir: &Path, config: KnowledgeConfig) -> Library {
+    /// A library over `data_dir/kb/` whose vectors come from `embedder`
+    /// (none: BM25 alone); nothing is opened before [`Library::start`].
+    pub fn new(
+        data_dir: &Path,
+        config: KnowledgeConfig,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Library {
+        let kb_config = KbConfig::default();
         Library {
             data_dir: data_dir.to_path_buf(),
+            allowance: super::allowance(config.top_k, kb_config.chunking.max_chars),
             config,
-            kb_config: KbConfig::default(),
-            embedder: OnceLock::new(),
+            kb_config,
+            embedder,
             bases: RwLock::new(HashMap::new()),
+            covered: ArcSwap::from_pointee(HashSet::new()),
         }
     }
 
@@ -60,23 +74,17 @@ impl Library {
         &self.config
     }
 
-    /// Sets the embedder and opens every knowledge base in the data
-    /// directory, first ingesting the built-in one for `demo_site` when
-    /// asked and it has none yet. A knowledge base that cannot be opened is
-    /// logged and left out (its site answers ungrounded).
-    pub fn start(&self, embedder: Option<Arc<dyn Embedder>>, demo_site: Option<&str>) {
-        let _ = self.embedder.set(embedder);
+    /// Opens every knowledge base in the data directory, first ingesting
+    /// the built-in one for `demo_site` when asked and it has none yet. A
+    /// knowledge base that cannot be opened is logged and left out (its site
+    /// answers ungrounded).
+    pub fn start(&self, demo_site: Option<&str>) {
         if let Some(site) = demo_site {
             if !self.data_dir.join("kb").join(site).exists() {
                 self.ingest_demo(site);
             }
         }
         self.refresh();
-    }
-
-    /// Whether [`Library::start`] has run.
-    pub fn ready(&self) -> bool {
-        self.embedder.get().is_some()
     }
 
     fn ingest_demo(&self, site: &str) {
@@ -101,9 +109,6 @@ impl Library {
     /// Opens knowledge bases that appeared in the data directory and reopens
     /// those changed on disk by someone else (`gateway kb add`).
     pub fn refresh(&self) {
-        let Some(embedder) = self.embedder.get() else {
-            return;
-        };
         let Ok(entries) = std::fs::read_dir(self.data_dir.join("kb")) else {
             return;
         };
@@ -123,7 +128,7 @@ impl Library {
             match KnowledgeBase::open(
                 &self.data_dir,
                 &site,
-                embedder.clone(),
+                self.embedder.clone(),
                 self.kb_config.clone(),
             ) {
                 Ok(kb) => {
@@ -145,18 +150,31 @@ impl Library {
                 Err(e) => tracing::warn!(site, error = %e, "knowledge base left out"),
             }
         }
+        self.publish();
     }
 
-    /// Whether `site` has a knowledge base with something in it (no I/O).
+    /// Republishes which sites have chunks (after any change to `bases`).
+    fn publish(&self) {
+        let covered = self
+            .read()
+            .iter()
+            .filter(|(_, b)| !b.kb.is_empty())
+            .map(|(site, _)| site.clone())
+            .collect();
+        self.covered.store(Arc::new(covered));
+    }
+
+    /// Whether `site` has a knowledge base with something in it.
     pub fn covers(&self, site: &str) -> bool {
-        self.read().get(site).is_some_and(|b| !b.kb.is_empty())
+        self.covered.load().contains(site)
     }
 
-    /// Tokens a prompt keeps back for `site`'s sources (0 without a
-    /// knowledge base).
+    /// Tokens a prompt keeps back for `site`'s sources: 0 without a
+    /// knowledge base, which is how a session knows its answers are not
+    /// grounded. No lock and no I/O: workers call it per message.
     pub fn allowance(&self, site: &str) -> u32 {
         if self.covers(site) {
-            super::allowance(self.config.top_k, self.kb_config.chunking.max_chars)
+            self.allowance
         } else {
             0
         }
@@ -168,15 +186,14 @@ impl Library {
     }
 
     /// `site`'s knowledge base, opened (and made) if it is not yet.
-    pub fn open(&self, site: &str) -> Result<Arc<KnowledgeBase>, LibraryError> {
+    pub fn open(&self, site: &str) -> Result<Arc<KnowledgeBase>, KbError> {
         if let Some(kb) = self.get(site) {
             return Ok(kb);
         }
-        let embedder = self.embedder.get().ok_or(LibraryError::Starting)?;
         let kb = KnowledgeBase::open(
             &self.data_dir,
             site,
-            embedder.clone(),
+            self.embedder.clone(),
             self.kb_config.clone(),
         )?;
         let kb = Arc::new(kb);
@@ -190,12 +207,14 @@ impl Library {
     }
 
     /// Notes that `site`'s knowledge base was written here (so
-    /// [`Library::refresh`] does not reopen it).
+    /// [`Library::refresh`] does not reopen it, and workers see whether it
+    /// has chunks now).
     pub fn restamp(&self, site: &str) {
         let now = stamp(&self.data_dir.join("kb").join(site));
         if let Some(b) = self.write().get_mut(site) {
             b.stamp = now;
         }
+        self.publish();
     }
 
     /// The top chunks for `query` in `site`'s knowledge base, as grounding
@@ -257,17 +276,6 @@ impl Library {
     }
 }
 
-/// Why a knowledge base could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum LibraryError {
-    /// The embedding model is still loading.
-    #[error("the knowledge bases are still loading; retry in a few seconds")]
-    Starting,
-    /// Opening it failed.
-    #[error(transparent)]
-    Kb(#[from] KbError),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,10 +283,9 @@ mod tests {
     #[test]
     fn the_demo_is_ingested_once_and_grounds_answers() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let lib = Library::new(dir.path(), KnowledgeConfig::default());
+        let lib = Library::new(dir.path(), KnowledgeConfig::default(), None);
         assert!(!lib.covers("demo"));
-        assert!(matches!(lib.open("demo"), Err(LibraryError::Starting)));
-        lib.start(None, Some("demo"));
+        lib.start(Some("demo"));
         assert!(lib.covers("demo"));
         assert!(!lib.covers("other"));
         assert!(lib.allowance("demo") > 0);
@@ -301,16 +308,16 @@ mod tests {
                 .remove_document(&d.name)
                 .expect("remove");
         }
-        let again = Library::new(dir.path(), KnowledgeConfig::default());
-        again.start(None, Some("demo"));
+        let again = Library::new(dir.path(), KnowledgeConfig::default(), None);
+        again.start(Some("demo"));
         assert!(!again.covers("demo"));
     }
 
     #[test]
     fn a_knowledge_base_written_elsewhere_is_reopened() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let lib = Library::new(dir.path(), KnowledgeConfig::default());
-        lib.start(None, None);
+        let lib = Library::new(dir.path(), KnowledgeConfig::default(), None);
+        lib.start(None);
         assert!(!lib.covers("shop"));
         // What `gateway kb add` does, from another process.
         let other =

@@ -12,7 +12,7 @@ use inference_client::{
     ChatMessage, Event, EventSink, GenerateRequest, InferenceError, RequestId, Role,
 };
 
-use super::retrieval::RetrievalMsg;
+use super::retrieval::{Lookup, RetrievalMsg};
 use super::worker::{Worker, WorkerMsg};
 use crate::chat::server::Source;
 use crate::grounding::{Grounding, UNGROUNDED_CONFIDENCE};
@@ -41,7 +41,8 @@ impl Admission for ServiceAdmission<'_> {
 /// A request in flight: which session's which reply, and what grounded it.
 pub(crate) struct InFlight {
     key: SessionKey,
-    reply: String,
+    /// Shared, not copied, with each token's delivery.
+    reply: Rc<str>,
     sources: Vec<Source>,
     confidence: f32,
 }
@@ -58,26 +59,26 @@ fn to_chat(m: PromptMessage) -> ChatMessage {
 }
 
 impl Worker {
-    /// Starts answering: through a retrieval thread when the session's site
-    /// has a knowledge base, else straight to the inference service.
+    /// Starts answering: through a retrieval thread when the job has a
+    /// query (its site has a knowledge base), else straight to the
+    /// inference service.
     pub(crate) fn start_answer(&self, key: SessionKey, job: AnswerJob) {
-        let site = self.sessions.borrow().get(&key).map(|s| s.site.clone());
-        match site {
-            Some(site) if self.shared.library.covers(&site) => {
-                let msg = RetrievalMsg::Lookup {
-                    worker: self.id,
-                    key,
-                    site,
-                    job,
-                };
-                if let Err(flume::SendError(RetrievalMsg::Lookup { key, job, .. })) =
-                    self.shared.retrieval.send(msg)
-                {
-                    // Retrieval has stopped (shutting down): answer ungrounded.
-                    self.submit_answer(key, job, None);
-                }
-            }
-            _ => self.submit_answer(key, job, None),
+        let site = match job.query {
+            Some(_) => self.sessions.borrow().get(&key).map(|s| s.site.clone()),
+            None => None,
+        };
+        let Some(site) = site else {
+            return self.submit_answer(key, job, None);
+        };
+        let msg = RetrievalMsg::Lookup(Lookup {
+            worker: self.id,
+            key,
+            site,
+            job,
+        });
+        if let Err(flume::SendError(RetrievalMsg::Lookup(l))) = self.shared.retrieval.send(msg) {
+            // Retrieval has stopped (shutting down): answer ungrounded.
+            self.submit_answer(l.key, l.job, None);
         }
     }
 
@@ -109,7 +110,7 @@ impl Worker {
             id,
             InFlight {
                 key,
-                reply: job.reply,
+                reply: Rc::from(job.reply),
                 sources,
                 confidence,
             },
@@ -132,7 +133,7 @@ impl Worker {
             .requests
             .borrow()
             .iter()
-            .filter(|(_, f)| f.key == key && replies.contains(&f.reply))
+            .filter(|(_, f)| f.key == key && replies.iter().any(|r| **r == *f.reply))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

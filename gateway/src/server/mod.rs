@@ -314,11 +314,12 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     let (retrieval_tx, retrieval_rx) = flume::unbounded();
     let pool_embedder = (config.knowledge.embedder == crate::config::EmbedderChoice::Pool)
         .then(|| crate::grounding::embedder::PoolEmbedder::new(&service, &config.inference.model));
-    let library = Arc::new(crate::grounding::library::Library::new(
+    let library = Arc::new(retrieval::open_library(
         &config.data_dir,
-        config.knowledge.clone(),
+        &config.knowledge,
+        &sites,
+        pool_embedder,
     ));
-    retrieval::open_library(&library, &sites, pool_embedder);
     let shared = Arc::new(Shared {
         desk: desk_tx.clone(),
         library,

@@ -9,7 +9,6 @@
 //! meanwhile. [`open_library`] runs before the workers start, so the first
 //! question is already grounded.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use http::Request;
 
 use super::worker::WorkerMsg;
 use super::Shared;
+use crate::config::KnowledgeConfig;
 use crate::grounding::embedder::{self, PoolEmbedder};
 use crate::grounding::library::Library;
 use crate::session::token::SessionKey;
@@ -28,16 +28,24 @@ use crate::sites::DEMO_SITE;
 /// another process.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
+/// An answer job to ground in its site's knowledge base, and where it goes back.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    /// The worker that owns the session.
+    pub(crate) worker: usize,
+    /// The session.
+    pub(crate) key: SessionKey,
+    /// Its site.
+    pub(crate) site: Arc<str>,
+    /// The job (its `query` is what is searched).
+    pub(crate) job: AnswerJob,
+}
+
 /// What a retrieval thread receives.
 #[derive(Debug)]
 pub(crate) enum RetrievalMsg {
-    /// Ground an answer job in its site's knowledge base.
-    Lookup {
-        worker: usize,
-        key: SessionKey,
-        site: Arc<str>,
-        job: AnswerJob,
-    },
+    /// Ground an answer job.
+    Lookup(Lookup),
     /// A knowledge-base admin request.
     Http { sub: SubId, req: Request<Vec<u8>> },
     /// Stop (one per thread).
@@ -62,16 +70,16 @@ pub(crate) fn spawn(
     Ok(threads)
 }
 
-/// Loads the embedder and opens the knowledge bases (ingesting the demo
-/// site's the first time); `pool` is the embedder over the inference pool
-/// when `[knowledge] embedder = "pool"`.
+/// Loads the embedder and opens the knowledge bases under `data_dir`
+/// (ingesting the demo site's the first time); `pool` is the embedder over
+/// the inference pool when `[knowledge] embedder = "pool"`.
 pub(crate) fn open_library(
-    library: &Library,
+    data_dir: &std::path::Path,
+    cfg: &KnowledgeConfig,
     sites: &crate::sites::SiteRegistry,
     pool: Option<PoolEmbedder>,
-) {
+) -> Library {
     let started = Instant::now();
-    let cfg = library.config();
     let embedder = match embedder::choose(cfg, pool) {
         Ok((e, what)) => {
             tracing::info!(retrieval = %what, "knowledge bases: embedder chosen");
@@ -83,12 +91,14 @@ pub(crate) fn open_library(
             None
         }
     };
+    let library = Library::new(data_dir, cfg.clone(), embedder);
     let demo = (cfg.demo && sites.get(DEMO_SITE).is_some()).then_some(DEMO_SITE);
-    library.start(embedder, demo);
+    library.start(demo);
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
         "knowledge bases ready"
     );
+    library
 }
 
 /// Most questions grounded in one batch.
@@ -96,10 +106,10 @@ const MAX_BATCH: usize = 32;
 
 fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
     let mut next_refresh = Instant::now() + REFRESH_EVERY;
-    // Messages met while gathering a batch of lookups, handled next.
-    let mut held: VecDeque<RetrievalMsg> = VecDeque::new();
+    // A message met while gathering a batch of lookups, handled next.
+    let mut held: Option<RetrievalMsg> = None;
     loop {
-        let msg = match held.pop_front() {
+        let msg = match held.take() {
             Some(m) => Some(m),
             None if refreshes => match rx.recv_deadline(next_refresh) {
                 Ok(m) => Some(m),
@@ -117,23 +127,13 @@ fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
         }
         match msg {
             None => {}
-            Some(RetrievalMsg::Lookup {
-                worker,
-                key,
-                site,
-                job,
-            }) => {
-                let mut batch = vec![(worker, key, site, job)];
+            Some(RetrievalMsg::Lookup(first)) => {
+                let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(RetrievalMsg::Lookup {
-                            worker,
-                            key,
-                            site,
-                            job,
-                        }) => batch.push((worker, key, site, job)),
+                        Ok(RetrievalMsg::Lookup(l)) => batch.push(l),
                         Ok(other) => {
-                            held.push_back(other);
+                            held = Some(other);
                             break;
                         }
                         Err(_) => break,
@@ -156,11 +156,11 @@ fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
 }
 
 /// Grounds a batch of answer jobs and hands each back to its worker.
-fn lookup(shared: &Shared, batch: Vec<(usize, SessionKey, Arc<str>, AnswerJob)>) {
+fn lookup(shared: &Shared, batch: Vec<Lookup>) {
     let t = Instant::now();
     let asks: Vec<(&str, &str)> = batch
         .iter()
-        .map(|(_, _, site, job)| (&**site, job.query.as_str()))
+        .map(|l| (&*l.site, l.job.query.as_deref().unwrap_or_default()))
         .collect();
     let found = shared.library.ground_many(&asks);
     tracing::debug!(
@@ -168,11 +168,11 @@ fn lookup(shared: &Shared, batch: Vec<(usize, SessionKey, Arc<str>, AnswerJob)>)
         us = t.elapsed().as_micros() as u64,
         "retrieved"
     );
-    for ((worker, key, _, job), grounding) in batch.into_iter().zip(found) {
-        if let Some(tx) = shared.inboxes.get(worker) {
+    for (l, grounding) in batch.into_iter().zip(found) {
+        if let Some(tx) = shared.inboxes.get(l.worker) {
             let _ = tx.send(WorkerMsg::Grounded {
-                key,
-                job,
+                key: l.key,
+                job: l.job,
                 grounding,
             });
         }

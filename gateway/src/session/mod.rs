@@ -126,8 +126,9 @@ pub struct AnswerJob {
     pub prompt: Vec<PromptMessage>,
     /// Its estimated size in tokens (with the sources' allowance).
     pub prompt_tokens: u32,
-    /// What to search the site's knowledge base for.
-    pub query: String,
+    /// What to search the site's knowledge base for; `None` when the site
+    /// has none (its settings keep back no tokens for sources).
+    pub query: Option<String>,
 }
 
 /// Something to make durable.
@@ -749,7 +750,8 @@ impl Session {
                     in_reply_to: id.clone(),
                     prompt,
                     prompt_tokens,
-                    query: crate::grounding::query(self.items(), &item.text),
+                    query: (s.grounding_tokens > 0)
+                        .then(|| crate::grounding::query(self.items(), &item.text)),
                 })
             }
         };
