@@ -320,7 +320,8 @@ pub enum EmbedderChoice {
     /// alone, said in the log.
     #[default]
     Auto,
-    /// all-MiniLM-L6-v2 in-process; the gateway refuses to start without its files.
+    /// all-MiniLM-L6-v2 in-process; without its files the gateway logs an
+    /// error (not the quiet line of `auto`) and serves BM25 alone.
     Minilm,
     /// The inference pool's `/v1/embeddings` (the model `inference.model`
     /// names); lexical alone while the pool cannot answer at start.
