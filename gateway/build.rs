@@ -1,12 +1,14 @@
 //! Embeds the widget's built files (`widget/dist/`) into the binary, each with
 //! a gzip copy made at the best compression level and an ETag of its content,
-//! so the gateway serves them with no file system and no work per request.
+//! so the gateway serves them with no file system and no work per request;
+//! and names the git commit built (`LC_GIT_COMMIT`, for `lc_build_info`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
 fn main() {
+    git_commit();
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../widget/dist");
     println!("cargo:rerun-if-changed={}", dist.display());
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
@@ -54,4 +56,41 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("assets.rs"), code).expect("write assets.rs");
+}
+
+/// Sets `LC_GIT_COMMIT` to the checked-out commit when the sources are a git
+/// work tree and `git` runs; otherwise leaves it unset (`unknown` at run
+/// time), so a tarball or a build without git still builds.
+fn git_commit() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(manifest)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return;
+    };
+    println!("cargo:rustc-env=LC_GIT_COMMIT={commit}");
+    // Built again when HEAD moves: a checkout changes HEAD, a commit the
+    // branch's ref (or packed-refs, where refs are packed). Only existing
+    // paths are named; a missing one would rerun this script every build.
+    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(r);
+    }
+    for w in watch {
+        if let Some(p) = git(&["rev-parse", "--git-path", &w]) {
+            let p = manifest.join(p);
+            if p.exists() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
+    }
 }

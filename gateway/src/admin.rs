@@ -1,4 +1,5 @@
-//! The admin API under `/admin/`: sites to begin with, behind a bearer token.
+//! The admin API under `/admin/`: sites to begin with, behind a bearer token;
+//! and that token's kept form, [`AdminToken`].
 //!
 //! A function from a request to a response, with no socket in sight.
 //!
@@ -12,12 +13,61 @@
 use std::collections::BTreeMap;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use crate::http::response::{self, Body};
 use crate::sites::{SiteConfig, SiteRegistry};
 
-/// Answers one admin request. `token` is the configured bearer token, if any.
-pub fn handle(req: &Request<Vec<u8>>, token: Option<&str>, sites: &SiteRegistry) -> Response<Body> {
+/// The admin API's bearer token as the gateway keeps it: its SHA-256 only,
+/// whether it came from the configuration or was made at first start (whose
+/// token is shown once and never stored), so a presented token is hashed and
+/// the hashes compared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken([u8; 32]);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// The kept form of a token in clear (`admin.token`, `--admin-token`).
+    pub fn from_secret(secret: &str) -> Self {
+        AdminToken(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// A token's kept form, as [`AdminToken::hash`] gave it.
+    pub fn from_hash(hash: [u8; 32]) -> Self {
+        AdminToken(hash)
+    }
+
+    /// A new random token (128 bits, `lcadm_`-prefixed) and its kept form.
+    pub fn generate() -> (String, Self) {
+        let secret = crate::desk::directory::new_secret("lcadm_");
+        let token = Self::from_secret(&secret);
+        (secret, token)
+    }
+
+    /// The SHA-256 kept.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether `presented` is the token, in time that does not depend on
+    /// how much of it is right.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented).into();
+        constant_time_eq(&h, &self.0)
+    }
+}
+
+/// Answers one admin request. `token` is the admin token, if any.
+pub fn handle(
+    req: &Request<Vec<u8>>,
+    token: Option<&AdminToken>,
+    sites: &SiteRegistry,
+) -> Response<Body> {
     if let Err(refusal) = authorize(req, token) {
         return *refusal;
     }
@@ -85,7 +135,10 @@ pub fn handle(req: &Request<Vec<u8>>, token: Option<&str>, sites: &SiteRegistry)
 /// Checks the request's bearer token against the admin `token`; the refusal
 /// (403 when the admin API is off or the token is wrong, 401 without one)
 /// otherwise. Every admin route, wherever it runs, starts with this.
-pub fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), Box<Response<Body>>> {
+pub fn authorize<B>(
+    req: &Request<B>,
+    token: Option<&AdminToken>,
+) -> Result<(), Box<Response<Body>>> {
     let Some(token) = token else {
         return Err(Box::new(response::text(
             StatusCode::FORBIDDEN,
@@ -108,7 +161,7 @@ pub fn authorize<B>(req: &Request<B>, token: Option<&str>) -> Result<(), Box<Res
         );
         return Err(Box::new(r));
     };
-    if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+    if !token.matches(presented.as_bytes()) {
         return Err(Box::new(response::text(
             StatusCode::FORBIDDEN,
             "the bearer token is not the admin token",
@@ -131,6 +184,10 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef-admin";
 
+    fn token() -> AdminToken {
+        AdminToken::from_secret(TOKEN)
+    }
+
     fn req(method: &str, path: &str, auth: Option<&str>, body: &str) -> Request<Vec<u8>> {
         let mut b = Request::builder().method(method).uri(path);
         if let Some(a) = auth {
@@ -148,14 +205,35 @@ mod tests {
         let sites = registry();
         let r = handle(&req("GET", "/admin/sites", None, ""), None, &sites);
         assert_eq!(r.status(), 403);
-        let r = handle(&req("GET", "/admin/sites", None, ""), Some(TOKEN), &sites);
+        let r = handle(
+            &req("GET", "/admin/sites", None, ""),
+            Some(&token()),
+            &sites,
+        );
         assert_eq!(r.status(), 401);
         let r = handle(
             &req("GET", "/admin/sites", Some("Bearer wrong"), ""),
-            Some(TOKEN),
+            Some(&token()),
             &sites,
         );
         assert_eq!(r.status(), 403);
+    }
+
+    #[test]
+    fn tokens_are_kept_hashed_and_compared_whole() {
+        let t = token();
+        assert!(t.matches(TOKEN.as_bytes()));
+        assert!(!t.matches(b"0123456789abcdef-admiN"));
+        assert!(!t.matches(b""));
+        assert_eq!(AdminToken::from_hash(*t.hash()), t);
+        assert_eq!(format!("{t:?}"), "AdminToken(..)", "no hash in logs");
+        let (secret, made) = AdminToken::generate();
+        assert!(
+            secret.starts_with("lcadm_") && secret.len() >= 28,
+            "{secret}"
+        );
+        assert!(made.matches(secret.as_bytes()));
+        assert_ne!(AdminToken::generate().0, secret);
     }
 
     #[test]
@@ -165,7 +243,7 @@ mod tests {
         let put = |body: &str| {
             handle(
                 &req("PUT", "/admin/sites/shop", Some(&auth), body),
-                Some(TOKEN),
+                Some(&token()),
                 &sites,
             )
         };
@@ -184,7 +262,7 @@ mod tests {
         assert_eq!(put(r#"{"bogus":1}"#).status(), 400);
         let r = handle(
             &req("GET", "/admin/sites", Some(&auth), ""),
-            Some(TOKEN),
+            Some(&token()),
             &sites,
         );
         let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
@@ -193,7 +271,7 @@ mod tests {
         let del = |id: &str| {
             handle(
                 &req("DELETE", &format!("/admin/sites/{id}"), Some(&auth), ""),
-                Some(TOKEN),
+                Some(&token()),
                 &sites,
             )
         };
@@ -201,7 +279,7 @@ mod tests {
         assert_eq!(del("shop").status(), 404);
         let r = handle(
             &req("POST", "/admin/sites", Some(&auth), ""),
-            Some(TOKEN),
+            Some(&token()),
             &sites,
         );
         assert_eq!(r.status(), 405);

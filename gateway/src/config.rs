@@ -110,10 +110,22 @@ pub struct ServeArgs {
     /// Do not pin workers to cores.
     #[arg(long, env = "LC_NO_PIN")]
     pub no_pin: bool,
-    /// An OpenAI-compatible inference server, `http://host:port` (repeatable;
-    /// none: the in-process simulator).
+    /// An OpenAI-compatible inference server, `http://host:port` or
+    /// `https://host:port`, `/v1` optional (repeatable; none: the in-process
+    /// simulator).
     #[arg(long = "inference", env = "LC_INFERENCE", value_delimiter = ',')]
     pub inference: Vec<String>,
+    /// The model name sent to the inference servers, e.g. `llama3.1:8b`
+    /// [default: "default"].
+    #[arg(long, env = "LC_INFERENCE_MODEL")]
+    pub model: Option<String>,
+    /// Bearer key sent to the inference servers (`Authorization: Bearer ...`).
+    #[arg(long, env = "LC_INFERENCE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PEM file of CA certificates trusted for `https` inference servers,
+    /// besides the system's roots.
+    #[arg(long = "inference-ca", env = "LC_INFERENCE_CA")]
+    pub inference_ca: Option<PathBuf>,
 }
 
 /// The whole configuration, as the TOML file spells it.
@@ -386,14 +398,23 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {
-    /// OpenAI-compatible servers (`http://host:port`); none means the
-    /// in-process simulator (`--inference URL`, repeatable, overrides).
-    pub endpoints: Vec<String>,
+    /// OpenAI-compatible servers, each a URL (`http[s]://host:port`) or a
+    /// table `{ url, model, api_key, max_sequences }` overriding the settings
+    /// below for that server; none means the in-process simulator
+    /// (`--inference URL`, repeatable, replaces them).
+    pub endpoints: Vec<EndpointSetting>,
     /// `chat` (`/v1/chat/completions`, one stream per request) or
     /// `completions` (`/v1/completions`, a whole batch in one request).
     pub api: InferenceApi,
-    /// The model name sent to the servers.
+    /// The model name sent to the servers (`--model`).
     pub model: String,
+    /// Bearer key sent to the servers (`--api-key`); never printed.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
+    pub api_key: Option<String>,
+    /// PEM file of CA certificates trusted for `https` servers besides the
+    /// system's roots (`--inference-ca`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Sequences each server runs at once.
     pub max_sequences: usize,
     /// Most requests in one batch.
@@ -425,6 +446,8 @@ impl Default for InferenceConfig {
             endpoints: Vec::new(),
             api: InferenceApi::Chat,
             model: "default".into(),
+            api_key: None,
+            ca_file: None,
             max_sequences: 64,
             max_batch: 16,
             max_wait_ms: 2,
@@ -436,6 +459,88 @@ impl Default for InferenceConfig {
             abandon_after_ms: 10_000,
             sim: SimSettings::default(),
         }
+    }
+}
+
+/// One inference server in `[inference] endpoints`: its URL, or a table
+/// that also overrides the model, the key or the sequence cap for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointSetting {
+    /// `"http://host:port"`.
+    Url(String),
+    /// `{ url = "...", model = "...", api_key = "...", max_sequences = N }`.
+    Table(EndpointTable),
+}
+
+/// An endpoint's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTable {
+    /// `http[s]://host:port`.
+    pub url: String,
+    /// The model name sent to this server (default: `inference.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Its bearer key (default: `inference.api_key`); never printed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
+    pub api_key: Option<String>,
+    /// Sequences it runs at once (default: `inference.max_sequences`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sequences: Option<usize>,
+}
+
+impl EndpointSetting {
+    /// The URL.
+    pub fn url(&self) -> &str {
+        match self {
+            EndpointSetting::Url(u) => u,
+            EndpointSetting::Table(t) => &t.url,
+        }
+    }
+}
+
+/// Keys are written as `<redacted>` (by `print-config`), never as they are.
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl InferenceConfig {
+    /// The inference client's endpoint settings: each server's own, else
+    /// these.
+    pub fn endpoint_configs(&self) -> Vec<inference_client::EndpointConfig> {
+        use inference_client::{Api, ApiKey, EndpointConfig};
+        self.endpoints
+            .iter()
+            .map(|s| {
+                let mut e = EndpointConfig::new(s.url());
+                e.max_sequences = self.max_sequences;
+                e.api = match self.api {
+                    InferenceApi::Chat => Api::Chat,
+                    InferenceApi::Completions => Api::Completions,
+                };
+                if let EndpointSetting::Table(t) = s {
+                    e.model = t.model.clone();
+                    e.api_key = t.api_key.as_deref().and_then(ApiKey::new);
+                    e.max_sequences = t.max_sequences.unwrap_or(self.max_sequences);
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// The key for servers that name none of their own.
+    pub fn api_key(&self) -> Option<inference_client::ApiKey> {
+        self.api_key
+            .as_deref()
+            .and_then(inference_client::ApiKey::new)
     }
 }
 
@@ -562,7 +667,20 @@ impl Config {
             c.pin_workers = false;
         }
         if !args.inference.is_empty() {
-            c.inference.endpoints = args.inference.clone();
+            c.inference.endpoints = args
+                .inference
+                .iter()
+                .map(|u| EndpointSetting::Url(u.clone()))
+                .collect();
+        }
+        if let Some(v) = &args.model {
+            c.inference.model = v.clone();
+        }
+        if let Some(v) = &args.api_key {
+            c.inference.api_key = Some(v.clone());
+        }
+        if let Some(v) = &args.inference_ca {
+            c.inference.ca_file = Some(v.clone());
         }
         c.validate()?;
         Ok(c)
@@ -612,6 +730,29 @@ impl Config {
                 "inference",
                 "max_tokens must be positive and context_tokens at least 64",
             );
+        }
+        if inf.model.trim().is_empty() {
+            return bad("inference.model", "must not be empty");
+        }
+        for e in &inf.endpoints {
+            if let EndpointSetting::Table(t) = e {
+                if t.model.as_deref().is_some_and(|m| m.trim().is_empty())
+                    || t.max_sequences == Some(0)
+                {
+                    return bad(
+                        "inference.endpoints",
+                        &format!("{}: model must not be empty, max_sequences positive", t.url),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &inf.ca_file {
+            if !p.is_file() {
+                return bad(
+                    "inference.ca_file",
+                    &format!("{} is not a readable file", p.display()),
+                );
+            }
         }
         if inf.sim.kv_capacity == 0 || inf.sim.decode_step_ms <= 0.0 {
             return bad(
@@ -683,6 +824,65 @@ mod tests {
         assert_eq!(c.limits.max_text_bytes, 100);
         assert_eq!(c.sites["shop"].allowed_origins, ["https://shop.example"]);
         assert_eq!(c.sites["shop"].triggers[0].after_seconds, Some(30));
+    }
+
+    #[test]
+    fn inference_servers_with_their_own_settings() {
+        let c = Config::from_toml(
+            r#"
+            [inference]
+            model = "llama3.1:8b"
+            api_key = "sk-all"
+            endpoints = [
+                "http://127.0.0.1:11434/v1",
+                { url = "https://gpu-2.internal:8000", model = "qwen", api_key = "sk-two", max_sequences = 8 },
+            ]
+            "#,
+        )
+        .unwrap();
+        let eps = c.inference.endpoint_configs();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].url, "http://127.0.0.1:11434/v1");
+        assert_eq!(
+            (eps[0].model.as_deref(), eps[0].api_key.is_none()),
+            (None, true)
+        );
+        assert_eq!(eps[1].model.as_deref(), Some("qwen"));
+        assert_eq!(eps[1].api_key.as_ref().map(|k| k.expose()), Some("sk-two"));
+        assert_eq!(eps[1].max_sequences, 8);
+        assert_eq!(c.inference.api_key().unwrap().expose(), "sk-all");
+        // print-config never shows a key.
+        let printed = toml::to_string_pretty(&c).unwrap();
+        assert!(!printed.contains("sk-"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(printed.contains("https://gpu-2.internal:8000"), "{printed}");
+        assert!(Config::from_toml(
+            "[inference]\nendpoints = [{ url = \"http://x\", modle = \"m\" }]"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn inference_flags_override_the_file() {
+        let args = ServeArgs {
+            inference: vec!["https://a:1".into()],
+            model: Some("llama3.1:8b".into()),
+            api_key: Some("sk-flag".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(
+            c.inference.endpoints,
+            vec![EndpointSetting::Url("https://a:1".into())]
+        );
+        assert_eq!(c.inference.model, "llama3.1:8b");
+        assert_eq!(c.inference.api_key().unwrap().expose(), "sk-flag");
+        let args = ServeArgs {
+            inference_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.contains("inference.ca_file"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod assets;
 pub mod chat;
 pub mod config;
 pub mod desk;
+pub mod first_start;
 pub mod grounding;
 pub mod http;
 pub mod kb;

@@ -140,6 +140,92 @@ impl WorkerMetrics {
     }
 }
 
+/// One retrieval thread's figures (each thread writes only its own).
+#[derive(Debug, Default)]
+pub struct RetrievalMetrics {
+    /// A question's time in the retrieval queue, from the worker's send to a
+    /// retrieval thread taking it.
+    pub wait: Histogram,
+    /// A question's search (its batch's, which it waits for whole).
+    pub search: Histogram,
+}
+
+/// The agent desk's gauges, written by the desk's thread only.
+#[derive(Debug, Default)]
+pub struct DeskMetrics {
+    /// Agents with a dashboard socket open.
+    pub agents_online: Gauge,
+    /// Conversations in line for a person (offered ones included).
+    pub waiting: Gauge,
+    /// When the longest-waiting of them joined the line, milliseconds since
+    /// the Unix epoch; 0 when none waits. An instant rather than an age, so
+    /// `/metrics` reads a current wait while the desk sleeps.
+    pub oldest_since_ms: Gauge,
+}
+
+/// The binary's version and the commit it was built from (`unknown` when it
+/// was built outside a git work tree).
+pub fn render_build_info(out: &mut String) {
+    let git = option_env!("LC_GIT_COMMIT").unwrap_or("unknown");
+    let _ = writeln!(
+        out,
+        "# HELP lc_build_info The gateway's version and git commit (always 1).\n# TYPE lc_build_info gauge\nlc_build_info{{version=\"{}\",git=\"{git}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// Renders the retrieval threads' and the desk's figures. `queued` is what
+/// waits for a retrieval thread now; `now_ms` the Unix time in milliseconds.
+pub fn render_pipeline(
+    retrieval: &[RetrievalMetrics],
+    queued: usize,
+    desk: &DeskMetrics,
+    now_ms: u64,
+    out: &mut String,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP lc_retrieval_queue_depth Questions and knowledge-base requests waiting for a retrieval thread.\n# TYPE lc_retrieval_queue_depth gauge\nlc_retrieval_queue_depth {queued}"
+    );
+    for (name, help, pick) in [
+        (
+            "lc_retrieval_wait_seconds",
+            "A question's wait in the retrieval queue.",
+            (|m: &RetrievalMetrics| &m.wait) as fn(&RetrievalMetrics) -> &Histogram,
+        ),
+        (
+            "lc_retrieval_search_seconds",
+            "A question's search of its site's knowledge base (its batch's time).",
+            |m: &RetrievalMetrics| &m.search,
+        ),
+    ] {
+        let sum = |f: &dyn Fn(&Histogram) -> u64| retrieval.iter().map(|m| f(pick(m))).sum();
+        let per_bucket: Vec<u64> = (0..LATENCY_BUCKETS_US.len())
+            .map(|i| sum(&|h| h.buckets[i].get()))
+            .collect();
+        histogram(
+            out,
+            name,
+            help,
+            &per_bucket,
+            sum(&|h| h.count.get()),
+            sum(&|h| h.sum_us.get()),
+        );
+    }
+    let since = desk.oldest_since_ms.get();
+    let wait = if since > 0 {
+        now_ms.saturating_sub(since as u64) as f64 / 1000.0
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        out,
+        "# HELP lc_desk_agents_online Agents with the dashboard open.\n# TYPE lc_desk_agents_online gauge\nlc_desk_agents_online {}\n# HELP lc_desk_waiting Conversations in line for a person.\n# TYPE lc_desk_waiting gauge\nlc_desk_waiting {}\n# HELP lc_desk_longest_wait_seconds How long the longest-waiting conversation has been in line (0: none waits).\n# TYPE lc_desk_longest_wait_seconds gauge\nlc_desk_longest_wait_seconds {wait:.3}",
+        desk.agents_online.get(),
+        desk.waiting.get(),
+    );
+}
+
 /// CPU seconds a thread has used, from `/proc/self/task/<tid>/stat`.
 fn thread_cpu_seconds(tid: i64) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
@@ -422,5 +508,35 @@ mod tests {
         assert!(s.contains("lc_ack_latency_seconds_count 2\n"));
         assert!(s.contains("lc_io_driver{worker=\"0\",driver=\"io_uring\"} 1\n"));
         assert!(s.contains("lc_io_driver{worker=\"1\",driver=\"epoll\"} 1\n"));
+    }
+
+    #[test]
+    fn renders_retrieval_desk_and_build_info() {
+        let r: Vec<RetrievalMetrics> = (0..2).map(|_| RetrievalMetrics::default()).collect();
+        r[0].wait.observe(Duration::from_micros(30));
+        r[1].wait.observe(Duration::from_millis(3));
+        r[1].search.observe(Duration::from_millis(12));
+        let desk = DeskMetrics::default();
+        desk.agents_online.set(2);
+        desk.waiting.set(3);
+        desk.oldest_since_ms.set(10_000);
+        let mut s = String::new();
+        render_pipeline(&r, 5, &desk, 12_500, &mut s);
+        render_build_info(&mut s);
+        assert!(s.contains("lc_retrieval_queue_depth 5\n"), "{s}");
+        assert!(s.contains("lc_retrieval_wait_seconds_count 2\n"));
+        assert!(s.contains("lc_retrieval_wait_seconds_bucket{le=\"0.00005\"} 1\n"));
+        assert!(s.contains("lc_retrieval_search_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(s.contains("lc_desk_agents_online 2\n"));
+        assert!(s.contains("lc_desk_waiting 3\n"));
+        assert!(s.contains("lc_desk_longest_wait_seconds 2.500\n"));
+        assert!(s.contains(&format!(
+            "lc_build_info{{version=\"{}\",git=\"",
+            env!("CARGO_PKG_VERSION")
+        )));
+        desk.oldest_since_ms.set(0);
+        let mut s = String::new();
+        render_pipeline(&r, 0, &desk, 12_500, &mut s);
+        assert!(s.contains("lc_desk_longest_wait_seconds 0.000\n"));
     }
 }

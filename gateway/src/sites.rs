@@ -133,6 +133,13 @@ pub struct SiteConfig {
     /// the site's knowledge base matched the question (docs/operations.md,
     /// "Knowledge bases"); a site without one reports 0.5.
     pub human_below_confidence: f32,
+    /// Where the site's ingested documents are published (`https://shop.example/help/`):
+    /// the widget links a source whose URL is a path relative to the ingested
+    /// folder (`returns.md`) to that path under this URL, and shows it as a
+    /// plain title without one. Sent to the widget in `welcome`'s `config`;
+    /// a missing final `/` is added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docs_base_url: Option<String>,
 }
 
 /// One example exchange for the AI's instructions.
@@ -154,6 +161,8 @@ struct WidgetConfig<'a> {
     greeting: Option<&'a str>,
     theme: &'a BTreeMap<String, String>,
     triggers: &'a [Trigger],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docs_base_url: Option<&'a str>,
 }
 
 /// A site ready to serve.
@@ -252,6 +261,15 @@ impl Site {
                 reason: format!("{} is not between 0 and 1", config.human_below_confidence),
             });
         }
+        let mut config = config;
+        if let Some(url) = &config.docs_base_url {
+            config.docs_base_url = Some(docs_base(url).ok_or_else(|| SiteError::BadSetting {
+                key: "docs_base_url",
+                reason: format!(
+                    "{url:?} must be an absolute http(s) URL with no query or fragment"
+                ),
+            })?);
+        }
         if let Some(i) = config
             .examples
             .iter()
@@ -268,6 +286,7 @@ impl Site {
             greeting: config.greeting.as_deref(),
             theme: &config.theme,
             triggers: &config.triggers,
+            docs_base_url: config.docs_base_url.as_deref(),
         };
         let json = serde_json::to_string(&wc).map_err(|e| SiteError::BadTrigger {
             index: 0,
@@ -277,7 +296,6 @@ impl Site {
             index: 0,
             reason: e.to_string(),
         })?;
-        let mut config = config;
         for o in &mut config.allowed_origins {
             if let Some(n) = normalize_origin(o) {
                 *o = n;
@@ -322,6 +340,27 @@ impl Site {
         }
         self.config.allowed_origins.contains(&origin)
     }
+}
+
+/// `docs_base_url` as the widget resolves against it: an absolute http(s)
+/// URL naming a folder (ending in `/`, so that `returns.md` lands inside it
+/// rather than beside it), or `None` when `url` is not one.
+fn docs_base(url: &str) -> Option<String> {
+    if url.contains(['?', '#']) {
+        return None;
+    }
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        || uri.host().is_none_or(str::is_empty)
+    {
+        return None;
+    }
+    Some(if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    })
 }
 
 /// `scheme://host[:port]` lower-cased, or `None` when `o` is not an origin.
@@ -458,13 +497,24 @@ impl SiteRegistry {
     }
 }
 
-/// The built-in demo site: allows only the gateway's own origin.
+/// The built-in demo site: allows only the gateway's own origin. It tells
+/// the story of its knowledge base (`knowledge/eval/shop/`, Fernhill Supply
+/// Co.), as the demo page (`widget/src/demo.html`) does, in the page's green.
+/// Its help pages' URLs are on `fernhill.example`, which cannot exist: the
+/// widget shows them as titles, and there is no `docs_base_url`.
 fn demo_site() -> SiteConfig {
     SiteConfig {
-        title: Some("Demo shop assistant".into()),
+        title: Some("Fernhill Supply Co.".into()),
         greeting: Some(
-            "Hi! Ask me anything about the demo shop: shipping, returns, sizes, plans...".into(),
+            "Hi! I'm the Fernhill Supply Co. assistant. Ask me about orders, shipping, \
+             returns, sizing or Fernhill Plus."
+                .into(),
         ),
+        theme: BTreeMap::from([
+            ("accent".into(), "#2f5a45".into()),
+            ("focus".into(), "#b4582f".into()),
+            ("bot-bg".into(), "#f1ede4".into()),
+        ]),
         instructions: "You are the chat assistant of Fernhill Supply Co., the demo shop, \
                        which sells outdoor clothing and gear online and in two stores."
             .into(),
@@ -570,6 +620,73 @@ mod tests {
         .unwrap();
         assert!(!site.widget_config.get().contains("secret"));
         assert!(site.widget_config.get().contains("\"theme\""));
+    }
+
+    #[test]
+    fn docs_base_url_reaches_the_widget_as_a_folder() {
+        let with = |url: &str| {
+            Site::new(
+                "s",
+                SiteConfig {
+                    docs_base_url: Some(url.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let site = with("https://shop.test/help").unwrap();
+        assert_eq!(
+            site.config.docs_base_url.as_deref(),
+            Some("https://shop.test/help/")
+        );
+        assert!(site
+            .widget_config
+            .get()
+            .contains(r#""docs_base_url":"https://shop.test/help/""#));
+        let kept = with("http://127.0.0.1:8080/docs/").unwrap();
+        assert_eq!(
+            kept.config.docs_base_url.as_deref(),
+            Some("http://127.0.0.1:8080/docs/")
+        );
+        for bad in [
+            "help/",
+            "/help/",
+            "ftp://shop.test/",
+            "javascript:alert(1)",
+            "https://shop.test/help?x=1",
+            "https://shop.test/#top",
+            "https://shop test/",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    with(bad),
+                    Err(SiteError::BadSetting {
+                        key: "docs_base_url",
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        // Without one, the widget hears nothing of it.
+        let none = Site::new("s", SiteConfig::default()).unwrap();
+        assert!(!none.widget_config.get().contains("docs_base_url"));
+    }
+
+    /// The demo tells its knowledge base's story (knowledge/eval/shop/):
+    /// Fernhill Supply Co., in the demo page's colours.
+    #[test]
+    fn the_demo_site_follows_its_knowledge_base() {
+        let demo = Site::new(DEMO_SITE, demo_site()).unwrap();
+        let cfg = demo.widget_config.get();
+        let greeting = demo.config.greeting.as_deref().unwrap();
+        assert!(greeting.contains("Fernhill Supply Co."), "{greeting}");
+        assert!(greeting.contains("Fernhill Plus"), "{greeting}");
+        assert!(!cfg.contains("Outdoor") && !cfg.contains('€'), "{cfg}");
+        assert!(cfg.contains(r##""accent":"#2f5a45""##), "{cfg}");
+        assert!(demo.config.docs_base_url.is_none());
+        let contact = include_str!("../../knowledge/eval/shop/contact.txt");
+        assert!(contact.contains("Fernhill Supply Co."));
     }
 
     #[test]

@@ -45,6 +45,27 @@ fn widget_js_is_precompressed_and_cacheable() {
 }
 
 #[test]
+fn accept_encoding_weights_are_honoured() {
+    let gw = Gateway::start("auto");
+    let encoding = |accept: &str| {
+        let r = request(
+            gw.addr,
+            "GET",
+            "/widget.js",
+            &[("Accept-Encoding", accept)],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        r.header("content-encoding").map(str::to_owned)
+    };
+    // A weight below 1 still accepts (it was refused for containing "q=0").
+    assert_eq!(encoding("gzip;q=0.5").as_deref(), Some("gzip"));
+    assert_eq!(encoding("*").as_deref(), Some("gzip"));
+    assert_eq!(encoding("gzip;q=0"), None);
+    assert_eq!(encoding("gzip;q=0.5, identity"), None);
+}
+
+#[test]
 fn demo_page_and_chat_frame() {
     let gw = Gateway::start("auto");
     let r = request(gw.addr, "GET", "/", &[], b"");
@@ -84,12 +105,25 @@ fn health_metrics_and_unknown_routes() {
         "lc_worker_connections{worker=\"1\"}",
         "lc_worker_cpu_seconds_total{worker=\"0\"}",
         "lc_ack_latency_seconds_bucket{le=\"+Inf\"}",
+        "lc_retrieval_queue_depth 0",
+        "lc_retrieval_wait_seconds_count",
+        "lc_retrieval_search_seconds_bucket{le=\"+Inf\"}",
+        "lc_desk_agents_online 0",
+        "lc_desk_waiting 0",
+        "lc_desk_longest_wait_seconds",
+        "lc_build_info{version=\"",
     ] {
         assert!(text.contains(name), "metrics lack {name}");
     }
     assert_eq!(
         request(gw.addr, "GET", "/nothing-here", &[], b"").status,
         404
+    );
+    let log = gw.log();
+    assert!(log.contains("gateway listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log that is not a terminal: {log:?}"
     );
     assert_eq!(request(gw.addr, "DELETE", "/healthz", &[], b"").status, 405);
     assert_eq!(
@@ -183,7 +217,7 @@ fn admin_api_manages_sites() {
 }
 
 #[test]
-fn admin_api_is_off_without_a_token() {
+fn admin_api_refuses_a_wrong_token() {
     let gw = Gateway::start("auto");
     assert_eq!(
         request(
@@ -239,4 +273,23 @@ fn bad_config_is_refused_with_its_reason() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
+}
+
+#[test]
+fn print_config_shows_the_demo_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("print-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let printed = gateway::config::Config::from_toml(&text).expect("it parses back");
+    let demo = printed
+        .sites
+        .get("demo")
+        .expect("the built-in demo site is printed");
+    assert!(!demo.instructions.is_empty());
 }

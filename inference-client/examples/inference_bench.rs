@@ -305,9 +305,10 @@ fn surge_run(admission: bool, rate: f64, secs: f64) {
         id += 1;
         let messages = question(id);
         let tokens = inference_client::count_prompt_tokens(&messages);
-        let predicted = client.predicted_ttft(tokens);
-        match client.admit(tokens) {
-            Ok(()) => {
+        let ask = inference_client::Ask::tokens(tokens);
+        let predicted = client.predicted_ttft(ask);
+        match client.admit(ask) {
+            Ok(place) => {
                 admitted += 1;
                 predictions.insert(
                     id,
@@ -319,7 +320,7 @@ fn surge_run(admission: bool, rate: f64, secs: f64) {
                 );
                 let mut r = GenerateRequest::new(id, messages, 256);
                 r.submitted = due; // open model: counted from when it was due
-                client.submit(r);
+                client.submit_admitted(r, place);
             }
             Err(_) => refused += 1,
         }

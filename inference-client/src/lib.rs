@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! use inference_client::{
-//!     count_prompt_tokens, Backend, ChatMessage, Event, GenerateRequest, Role, Service,
+//!     count_prompt_tokens, Ask, Backend, ChatMessage, Event, GenerateRequest, Role, Service,
 //!     ServiceConfig,
 //! };
 //!
@@ -24,10 +24,10 @@
 //!     ChatMessage::new(Role::System, "You answer briefly."),
 //!     ChatMessage::new(Role::User, "Where is my parcel?"),
 //! ];
-//! match client.admit(count_prompt_tokens(&messages)) {
+//! match client.admit(Ask::tokens(count_prompt_tokens(&messages))) {
 //!     Err(busy) => println!("busy, retry after {:?}", busy.retry_after),
-//!     Ok(()) => {
-//!         client.submit(GenerateRequest::new(1, messages, 256));
+//!     Ok(place) => {
+//!         client.submit_admitted(GenerateRequest::new(1, messages, 256), place);
 //!         for ev in rx.iter() {
 //!             match ev {
 //!                 Event::Token { text, .. } => print!("{text}"),
@@ -48,8 +48,9 @@
 //!   (see [`Backend::from_urls`] for the gateway's repeatable `--inference URL`).
 //! - [`Service::client`]`(Box<dyn EventSink>) -> Client`, [`Service::stats`]
 //!   `-> &Stats`, [`Service::shutdown`] (or drop).
-//! - [`Client::admit`]`(prompt_tokens) -> Result<(), Busy>`, decided at once
-//!   on the caller's thread; [`Client::submit`]`(GenerateRequest)`;
+//! - [`Client::admit`]`(Ask) -> Result<Admitted, Busy>`, decided at once
+//!   on the caller's thread; [`Client::submit_admitted`]`(GenerateRequest, Admitted)`
+//!   (or [`Client::submit`] without admission);
 //!   [`Client::cancel`]`(RequestId)`; [`Client::embed`]`(RequestId, Vec<String>)`.
 //! - Each request's events at the sink: zero or more [`Event::Token`], then
 //!   exactly one [`Event::Done`] or [`Event::Failed`] (with an
@@ -61,7 +62,8 @@
 //!
 //! Sans-IO cores: [`chunked`], [`sse`], [`http`] (`request`, `response`),
 //! [`openai`], [`pool`], [`batcher`], [`admission`], [`sim::engine`],
-//! [`sim::model`]. I/O shells on monoio: [`http::conn`], the service thread
+//! [`sim::model`], [`probe`]. I/O shells on monoio: [`http::conn`], [`tls`] (rustls
+//! driven over monoio's TCP stream), the service thread
 //! ([`service`]) and the simulator's server ([`sim::server`]).
 
 pub mod admission;
@@ -71,21 +73,23 @@ pub mod error;
 pub mod http;
 pub mod openai;
 pub mod pool;
+pub mod probe;
 pub mod runtime;
 pub mod service;
 pub mod signal;
 pub mod sim;
 pub mod sse;
 pub mod stats;
+pub mod tls;
 pub mod tokens;
 
-pub use admission::Busy;
+pub use admission::{Ask, Busy};
 pub use error::{Fault, InferenceError};
 pub use openai::{ChatMessage, FinishReason, Role, Usage};
 pub use runtime::{DriverKind, IoDriver};
 pub use service::{
-    Api, Backend, Client, EndpointConfig, Event, EventSink, FnSink, GenerateRequest, RequestId,
-    Service, ServiceConfig, Timings,
+    Admitted, Api, ApiKey, Backend, Client, EndpointConfig, Event, EventSink, FnSink,
+    GenerateRequest, RequestId, Service, ServiceConfig, Timings,
 };
 pub use sim::{LatencyModel, SimOptions};
 pub use stats::{HistogramSnapshot, Stats};

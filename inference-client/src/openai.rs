@@ -823,17 +823,26 @@ pub fn embeddings_response(model: &str, vectors: &[Vec<f32>], prompt_tokens: u32
     })
 }
 
-/// A `/v1/models` response listing one model.
-pub fn models_response(model: &str) -> String {
-    serde_json::json!({
-        "object": "list",
-        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "inference-sim"}]
-    })
-    .to_string()
+/// A `/v1/models` response listing these models.
+pub fn models_response(models: &[&str]) -> String {
+    let data: Vec<serde_json::Value> = models
+        .iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "inference-sim"}))
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string()
 }
 
 /// An error body in the OpenAI shape.
 pub fn error_body(message: &str, kind: &str, code: u16) -> String {
+    serde_json::json!({
+        "error": {"message": message, "type": kind, "param": null, "code": code}
+    })
+    .to_string()
+}
+
+/// An error body in the OpenAI shape with a string `code`, as OpenAI's own
+/// API writes them (`invalid_api_key`, `model_not_found`).
+pub fn error_body_coded(message: &str, kind: &str, code: &str) -> String {
     serde_json::json!({
         "error": {"message": message, "type": kind, "param": null, "code": code}
     })
@@ -1121,7 +1130,7 @@ mod tests {
         );
         assert!(parse_embeddings(body.as_bytes(), 3).is_err());
         assert_eq!(
-            parse_models(models_response("sim").as_bytes()).unwrap(),
+            parse_models(models_response(&["sim"]).as_bytes()).unwrap(),
             ["sim"]
         );
         assert_eq!(

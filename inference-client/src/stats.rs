@@ -150,8 +150,10 @@ impl HistogramSnapshot {
 pub(crate) struct ClientCounters {
     pub(crate) admitted: Counter,
     pub(crate) refused: Counter,
-    /// Admissions given back without a request (the message was not stored).
-    pub(crate) released: Counter,
+    /// Admissions given back without a request (an [`crate::Admitted`]
+    /// dropped unsubmitted). Any thread may drop one, so it is added to
+    /// atomically.
+    pub(crate) released: AtomicU64,
     /// Generation requests submitted.
     pub(crate) submitted: Counter,
     /// Of those, received by the service thread.
@@ -166,7 +168,7 @@ impl ClientCounters {
     pub(crate) fn in_transit(&self) -> u64 {
         self.admitted
             .get()
-            .saturating_sub(self.released.get())
+            .saturating_sub(self.released.load(Relaxed))
             .saturating_sub(self.received.get())
     }
 }

@@ -231,7 +231,7 @@ fn a_killed_endpoint_is_unavailable_and_its_breaker_opens() {
     }
     assert_eq!(service.stats().endpoints_up.get(), 0);
     assert!(
-        client.admit(10).is_ok(),
+        client.admit(inference_client::Ask::tokens(10)).is_ok(),
         "down is not busy: admitted, then unavailable"
     );
 }
@@ -454,9 +454,9 @@ fn admission_refuses_at_ten_times_capacity() {
     for id in 100..300 {
         // Submitted one by one: each decision sees the queue the earlier
         // ones made once the service has published it.
-        match client.admit(20) {
-            Ok(()) => {
-                client.submit(ask(id, "surge"));
+        match client.admit(inference_client::Ask::tokens(20)) {
+            Ok(place) => {
+                client.submit_admitted(ask(id, "surge"), place);
                 admitted.push(id);
             }
             Err(busy) => {

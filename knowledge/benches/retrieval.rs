@@ -3,10 +3,16 @@
 //! query latency of the exact and HNSW vector indexes and of BM25 at 1k, 10k
 //! and 100k chunks (synthesised from the eval set's chunks).
 //!
+//! Quality is measured on both question sets: `eval/questions.toml` (what
+//! the chunking, the weights and the confidence ramp were tuned on) and
+//! `eval/questions-holdout.toml` (never tuned on).
+//!
 //! `cargo bench -p knowledge --bench retrieval` (MiniLM rows need the model:
 //! `knowledge/fetch-model.sh`, or `LC_MODEL_DIR`). `KB_BENCH_MAX_CHUNKS`
-//! caps the scale section (default 100000); `KB_BENCH_VERBOSE=1` lists the
-//! questions each candidate misses.
+//! caps the scale section (default 100000); `KB_BENCH_QUALITY_ONLY=1` stops
+//! after the quality table; `KB_BENCH_VERBOSE=1` lists the questions each
+//! candidate misses (and with `KB_BENCH_SCORES=FILE` appends every
+//! question's best score and confidence to FILE).
 
 #[path = "../tests/common/eval.rs"]
 mod eval;
@@ -52,6 +58,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
 }
 
+/// The confidence at which the calibration separates answerable from
+/// unanswerable questions.
+const LINE: f32 = 0.5;
+/// The demo site's `human_below_confidence` (gateway/src/sites.rs): below
+/// it the answer says the help pages do not cover the question.
+const DEMO_LINE: f32 = 0.35;
+
 /// An embedder shared between knowledge bases.
 type SharedEmbedder = Arc<dyn Embedder>;
 
@@ -69,14 +82,20 @@ fn main() {
         .unwrap_or(100_000);
     let verbose = std::env::var_os("KB_BENCH_VERBOSE").is_some();
     let qs = eval::questions();
-    let answerable = qs.iter().filter(|q| !q.doc.is_empty()).count();
-    println!(
-        "eval set: {} documents in eval/shop, {} questions ({} answerable, {} without an answer)",
-        walk_count(&eval::shop_dir()),
-        qs.len(),
-        answerable,
-        qs.len() - answerable
-    );
+    let holdout = eval::holdout();
+    for (name, set) in [
+        ("questions.toml", &qs),
+        ("questions-holdout.toml", &holdout),
+    ] {
+        let answerable = set.iter().filter(|q| !q.doc.is_empty()).count();
+        println!(
+            "eval set {name}: {} documents in eval/shop, {} questions ({} answerable, {} without an answer)",
+            walk_count(&eval::shop_dir()),
+            set.len(),
+            answerable,
+            set.len() - answerable
+        );
+    }
     let model_dir = default_model_dir();
     let minilm: Option<Arc<dyn Embedder>> = match MiniLm::load(&model_dir) {
         Ok(m) => Some(Arc::new(m)),
@@ -123,11 +142,15 @@ fn main() {
         }
     }
 
-    println!("\n## Retrieval quality on the eval set (doc-level; confidence threshold 0.5)");
+    let sets = [("tuning", &qs), ("holdout", &holdout)];
     println!(
-        "| candidate | recall@5 | recall@1 | MRR@10 | query p50 ms | query p99 ms | best score answerable p10/p50 | unanswerable p50/p90 | separating score (balanced acc.) | answerable conf>=0.5 | unanswerable conf<0.5 |"
+        "\n## Retrieval quality on the eval set (doc-level; confidence lines {} (the calibration's) and {} (the demo site's human_below_confidence))",
+        LINE, DEMO_LINE
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| candidate | set | recall@5 | recall@1 | MRR@10 | query p50 ms | query p99 ms | best score answerable p10/p50 | unanswerable p50/p90 | separating score (balanced acc.) | answerable conf>={LINE} | unanswerable conf<{LINE} | answerable conf>={DEMO_LINE} | unanswerable conf<{DEMO_LINE} |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &cands {
         let dir = tmpdir("q");
         let config = KbConfig {
@@ -139,7 +162,6 @@ fn main() {
             KnowledgeBase::open_dir(dir.clone(), "eval", c.embedder.clone(), config).expect("open");
         let report = kb.ingest_paths(&[eval::shop_dir()]).expect("ingest");
         assert!(report.rejected().is_empty(), "{report}");
-        let q = eval::measure(&kb, &qs);
         let mut lat = Vec::new();
         for _ in 0..3 {
             for question in &qs {
@@ -148,34 +170,55 @@ fn main() {
                 lat.push(ms(t.elapsed()));
             }
         }
-        let hi = q.conf_answerable.iter().filter(|&&c| c >= 0.5).count() as f64
-            / q.conf_answerable.len().max(1) as f64;
-        let lo = q.conf_unanswerable.iter().filter(|&&c| c < 0.5).count() as f64
-            / q.conf_unanswerable.len().max(1) as f64;
-        let sep = eval::best_threshold(&q.top_answerable, &q.top_unanswerable);
-        println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2}/{:.2} | {:.2}/{:.2} | {:.3} ({:.2}) | {:.0}% | {:.0}% |",
-            c.name,
-            q.recall5,
-            q.recall1,
-            q.mrr,
-            pct(&mut lat, 50.0),
-            pct(&mut lat, 99.0),
-            eval::percentile(&q.top_answerable, 10.0),
-            eval::percentile(&q.top_answerable, 50.0),
-            eval::percentile(&q.top_unanswerable, 50.0),
-            eval::percentile(&q.top_unanswerable, 90.0),
-            sep.0,
-            sep.1,
-            hi * 100.0,
-            lo * 100.0,
-        );
-        if verbose {
-            for (text, want, got) in &q.misses {
-                println!("    miss: {text:?} wants {want}, top 5: {got:?}");
+        let (p50, p99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
+        for (set, questions) in sets {
+            let q = eval::measure(&kb, questions);
+            let share = |v: &[f32], f: &dyn Fn(f32) -> bool| {
+                v.iter().filter(|&&c| f(c)).count() as f64 * 100.0 / v.len().max(1) as f64
+            };
+            let sep = eval::best_threshold(&q.top_answerable, &q.top_unanswerable);
+            println!(
+                "| {} | {set} | {:.3} | {:.3} | {:.3} | {p50:.2} | {p99:.2} | {:.2}/{:.2} | {:.2}/{:.2} | {:.3} ({:.2}) | {:.0}% | {:.0}% | {:.0}% | {:.0}% |",
+                c.name,
+                q.recall5,
+                q.recall1,
+                q.mrr,
+                eval::percentile(&q.top_answerable, 10.0),
+                eval::percentile(&q.top_answerable, 50.0),
+                eval::percentile(&q.top_unanswerable, 50.0),
+                eval::percentile(&q.top_unanswerable, 90.0),
+                sep.0,
+                sep.1,
+                share(&q.conf_answerable, &|c| c >= LINE),
+                share(&q.conf_unanswerable, &|c| c < LINE),
+                share(&q.conf_answerable, &|c| c >= DEMO_LINE),
+                share(&q.conf_unanswerable, &|c| c < DEMO_LINE),
+            );
+            if verbose {
+                for (text, want, got) in &q.misses {
+                    println!("    miss: {text:?} wants {want}, top 5: {got:?}");
+                }
+                if let Some(path) = std::env::var_os("KB_BENCH_SCORES") {
+                    // One line per question: candidate, set, answerable, best score, confidence.
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("scores file");
+                    for (s, c2) in q.top_answerable.iter().zip(&q.conf_answerable) {
+                        writeln!(f, "{}\t{set}\t1\t{s}\t{c2}", c.name).expect("write");
+                    }
+                    for (s, c2) in q.top_unanswerable.iter().zip(&q.conf_unanswerable) {
+                        writeln!(f, "{}\t{set}\t0\t{s}\t{c2}", c.name).expect("write");
+                    }
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    if std::env::var_os("KB_BENCH_QUALITY_ONLY").is_some() {
+        return;
     }
 
     println!("\n## Ingest throughput (decode, chunk, embed, index, persist)");

@@ -130,7 +130,13 @@ pub fn decode(name: &str, bytes: &[u8], limits: &DocLimits) -> Result<Document, 
     let (title, url, body) = match format {
         Format::Markdown => markdown(&text),
         Format::Html => html(&name, &text)?,
-        Format::Text => (None, None, normalize_text(&text)),
+        Format::Text => {
+            let body = normalize_text(&text);
+            match text_title(&body) {
+                Some((title, rest)) => (Some(title), None, rest),
+                None => (None, None, body),
+            }
+        }
     };
     if body.trim().is_empty() {
         return Err(DocumentError::Empty { name: err_name() });
@@ -310,6 +316,25 @@ fn normalize_blank(text: &str) -> String {
     out
 }
 
+/// Longest first line of a text file taken as its title.
+const TEXT_TITLE_CHARS: usize = 80;
+
+/// A plain-text document's title line and the rest: its first paragraph
+/// when that is one short line with no sentence-ending punctuation, followed
+/// by more text (as in "Contacting customer care\n\nOur team answers...").
+/// The title line leaves the body, as a Markdown `#` heading does, so that
+/// it is matched as the title and never quoted glued to the first sentence.
+fn text_title(body: &str) -> Option<(String, String)> {
+    let (first, rest) = body.split_once("\n\n")?;
+    let first = first.trim();
+    let is_title = !first.contains('\n')
+        && !first.is_empty()
+        && first.chars().count() <= TEXT_TITLE_CHARS
+        && !first.ends_with(['.', '!', '?', ':', ';', ','])
+        && !rest.trim().is_empty();
+    is_title.then(|| (first.to_string(), rest.trim_start().to_string()))
+}
+
 fn first_h1(body: &str, format: Format) -> Option<String> {
     if format == Format::Text {
         return None;
@@ -404,6 +429,24 @@ mod tests {
         .unwrap();
         assert_eq!(d.title, "Gift cards");
         assert_eq!(d.text, "\\# not a heading\nline two\n\nsecond para");
+        // A short first line on its own is the title, and leaves the body.
+        let d = dec(
+            "contact.txt",
+            b"Contacting customer care\n\nPhone: 1-800-555-0148.\n\nEmail us.",
+        )
+        .unwrap();
+        assert_eq!(d.title, "Contacting customer care");
+        assert_eq!(d.text, "Phone: 1-800-555-0148.\n\nEmail us.");
+        // Not a title: a sentence, a label, or the only paragraph.
+        for body in [
+            "We answer within a day.\n\nMore.",
+            "Phone:\n\n1-800.",
+            "Only a line",
+        ] {
+            let d = dec("c.txt", body.as_bytes()).unwrap();
+            assert_eq!(d.title, "C", "{body:?}");
+            assert_eq!(d.text, body);
+        }
     }
 
     #[test]

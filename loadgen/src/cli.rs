@@ -323,6 +323,9 @@ fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
 /// Prints the summary and writes the requested outputs; returns the exit code.
 fn finish(r: &Report, out: &OutputArgs) -> Result<i32, CliError> {
     print!("{}", report::table::render(r));
+    if let Some(w) = &r.busy_warning {
+        eprintln!("loadgen: warning: {w}");
+    }
     if let Some(p) = &out.json {
         json::write(p, r)?;
     }

@@ -200,6 +200,12 @@ pub struct Counters {
     pub sessions_attempted: u64,
     /// Of those, sessions that reached `welcome`.
     pub sessions_opened: u64,
+    /// Sessions whose connect started during warm-up (not measured).
+    #[serde(default)]
+    pub warmup_sessions_attempted: u64,
+    /// Of those, sessions that reached `welcome`.
+    #[serde(default)]
+    pub warmup_sessions_opened: u64,
     /// Frames about a message that had already been settled (a late `ack`
     /// after a timeout, say) or that loadgen never sent. Not errors.
     pub late: u64,
@@ -216,6 +222,8 @@ impl Counters {
         self.good += other.good;
         self.sessions_attempted += other.sessions_attempted;
         self.sessions_opened += other.sessions_opened;
+        self.warmup_sessions_attempted += other.warmup_sessions_attempted;
+        self.warmup_sessions_opened += other.warmup_sessions_opened;
         self.late += other.late;
         for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
             *a += b;

@@ -360,6 +360,8 @@ fn on_frame(
                 if connect_counted {
                     rec.record(Figure::Connect, micros(connect_started, now));
                     rec.counters().sessions_opened += 1;
+                } else {
+                    rec.counters().warmup_sessions_opened += 1;
                 }
             }
         }

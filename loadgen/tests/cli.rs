@@ -10,6 +10,11 @@ use loadgen::testserver::{self, script::Behaviour, Config};
 const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
 fn server() -> String {
+    server_with(Behaviour::default())
+}
+
+/// A test server answering fast, with `b`'s busy refusals.
+fn server_with(b: Behaviour) -> String {
     let addr = testserver::spawn(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
@@ -17,7 +22,7 @@ fn server() -> String {
             ack_delay: Duration::from_millis(1),
             tokens: 2,
             token_interval: Duration::from_millis(2),
-            ..Behaviour::default()
+            ..b
         },
         epoll: false,
     })
@@ -122,6 +127,95 @@ fn passing_budgets_exit_0_and_write_every_output() {
         .unwrap()
         .contains("<polyline"));
     assert!(std::fs::read_to_string(&log).unwrap().contains("Tag=rtt,"));
+}
+
+#[test]
+fn a_small_warmed_up_run_with_many_busy_says_what_it_saw() {
+    // Every second message refused: half of them busy.
+    let url = server_with(Behaviour {
+        busy_every: 2,
+        ..Behaviour::default()
+    });
+    let json = tmp("busy.json");
+    let out = loadgen(
+        &[
+            "--url",
+            &url,
+            "--sessions",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--threads",
+            "1",
+            "--json",
+            s(&json),
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The sessions opened in warm-up are reported, not "0 of 0 opened".
+    assert!(
+        stdout.contains("2 of 2 opened (2 of 2 during warm-up, not measured)"),
+        "{stdout}"
+    );
+    // Two sessions say nothing about memory per session.
+    assert!(!stdout.contains("resident per session"), "{stdout}");
+    assert!(stdout.contains("(the whole process;"), "{stdout}");
+    // More than a fifth busy: a warning on stderr that says what it means.
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("over capacity")
+            && stderr.contains("--rate"),
+        "{stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        v["busy_warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("TTFT budget")),
+        "{v}"
+    );
+    assert!(v["sessions"]["bytes_per_session"].is_null());
+    assert_eq!(v["sessions"]["warmup_opened"], 2);
+}
+
+#[test]
+fn few_busy_messages_give_no_warning() {
+    let url = server_with(Behaviour {
+        busy_every: 10,
+        ..Behaviour::default()
+    });
+    let json = tmp("few-busy.json");
+    let out = loadgen(
+        &[
+            "--url",
+            &url,
+            "--sessions",
+            "4",
+            "--rate",
+            "40",
+            "--duration",
+            "1s",
+            "--threads",
+            "1",
+            "--json",
+            s(&json),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("busy"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["messages"]["busy"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["busy_warning"].is_null());
 }
 
 #[test]

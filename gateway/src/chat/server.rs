@@ -85,6 +85,18 @@ pub enum AgentEvent {
     MessageLeft,
 }
 
+/// Where a hand-off to a person stands, as `welcome` tells a client that
+/// (re)connects (an extension; absent while the AI answers). The `agent`
+/// events that said so may have gone to a page the visitor has since left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// A person is asked for: the conversation is in the queue or offered.
+    Waiting,
+    /// An agent holds the conversation.
+    Held,
+}
+
 /// One server message.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -102,6 +114,9 @@ pub enum ServerMsg<'a> {
         /// Replies still streaming (extension).
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         streaming: &'a [Streaming<'a>],
+        /// A person asked for or holding the conversation (extension).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        handoff: Option<Handoff>,
     },
     /// The message is stored.
     Ack {
@@ -231,11 +246,24 @@ mod tests {
             history: &[item],
             config: &cfg,
             streaming: &[],
+            handoff: None,
         }
         .to_bytes();
         assert_eq!(
             std::str::from_utf8(&w).unwrap(),
             r#"{"type":"welcome","conversation":"c1","resumed":false,"history":[{"seq":1,"from":"visitor","text":"hi","ts":5,"id":"m1"}],"config":{"theme":{}}}"#
         );
+        let held = ServerMsg::Welcome {
+            conversation: "c1",
+            resumed: true,
+            history: &[],
+            config: &cfg,
+            streaming: &[],
+            handoff: Some(Handoff::Held),
+        }
+        .to_bytes();
+        assert!(std::str::from_utf8(&held)
+            .unwrap()
+            .ends_with(r#""config":{"theme":{}},"handoff":"held"}"#));
     }
 }

@@ -57,7 +57,7 @@ impl Desk {
             .map(str::trim);
         if let Some(t) = bearer {
             if let Some(admin) = &self.cfg.admin_token {
-                if crate::admin::constant_time_eq(t.as_bytes(), admin.as_bytes()) {
+                if admin.matches(t.as_bytes()) {
                     return Some(Caller::Owner);
                 }
             }

@@ -137,6 +137,9 @@ fn default_capacity() -> u32 {
     4
 }
 
+/// Display name of the account a first start makes ([`Directory::first_start_agent`]).
+pub const FIRST_START_AGENT: &str = "Demo admin";
+
 /// Most conversations an agent may be given at once.
 pub const MAX_CAPACITY: u32 = 50;
 
@@ -185,15 +188,20 @@ pub enum Caller {
 
 /// A new API token and its hash.
 pub fn new_token() -> (String, [u8; 32]) {
+    let token = new_secret("lca_");
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
+/// 128 random bits, base64url, after `prefix` (which says what the secret is for).
+pub fn new_secret(prefix: &str) -> String {
     let mut raw = [0u8; 16];
     // The OS's CSPRNG; failing it, refuse rather than hand out a weak token.
     getrandom::fill(&mut raw).expect("the operating system's random source failed");
-    let token = format!(
-        "lca_{}",
+    format!(
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    let hash = hash_token(&token);
-    (token, hash)
+    )
 }
 
 /// The stored form of a token.
@@ -275,6 +283,33 @@ impl Directory {
         self.by_token.insert(token_hash, id);
         self.accounts.insert(id, a.clone());
         (a, token)
+    }
+
+    /// The account a first start makes for trying the dashboard: an admin of
+    /// `site` named [`FIRST_START_AGENT`], and its new token. An account of
+    /// that name and role already there (a first start that did not finish,
+    /// or whose hash file was removed to start again) gets a new token
+    /// instead of a twin.
+    pub fn first_start_agent(&mut self, site: &str, now_ms: u64) -> (Account, String) {
+        let existing = self
+            .accounts
+            .values()
+            .find(|a| a.name == FIRST_START_AGENT && a.role == Role::Admin)
+            .map(|a| a.id);
+        if let Some(made) = existing.and_then(|id| self.rotate_token(id)) {
+            return made;
+        }
+        self.create(
+            AccountInput {
+                name: FIRST_START_AGENT.into(),
+                role: Role::Admin,
+                languages: vec!["en".into()],
+                skills: Vec::new(),
+                capacity: default_capacity(),
+                sites: vec![site.to_string()],
+            },
+            now_ms,
+        )
     }
 
     /// Changes an account's fields (not its token).
@@ -448,6 +483,22 @@ mod tests {
         let d2 = Directory::load(vec![a.to_stored()], vec![]);
         assert_eq!(d2.by_token(&token), Some(a.id));
         assert_eq!(d2.get(a.id).unwrap().role, Role::Supervisor);
+    }
+
+    #[test]
+    fn the_first_start_agent_is_made_once() {
+        let mut d = Directory::default();
+        d.create(input("Ada", Role::Agent, &["shop"]), 1);
+        let (a, token) = d.first_start_agent("demo", 2);
+        assert_eq!((a.name.as_str(), a.role), (FIRST_START_AGENT, Role::Admin));
+        assert_eq!(a.sites, ["demo"]);
+        assert_eq!(d.by_token(&token), Some(a.id));
+        // Again (an unfinished first start): the same account, a new token.
+        let (again, token2) = d.first_start_agent("demo", 3);
+        assert_eq!(again.id, a.id);
+        assert_eq!(d.all().count(), 2);
+        assert_eq!(d.by_token(&token), None);
+        assert_eq!(d.by_token(&token2), Some(a.id));
     }
 
     #[test]

@@ -45,8 +45,8 @@ pub struct DeskConfig {
     pub login_ttl: Duration,
     /// Longest agent message, in bytes (the visitor's limit).
     pub max_text_bytes: usize,
-    /// The configured `admin.token`.
-    pub admin_token: Option<String>,
+    /// The admin token (configured, or made at first start).
+    pub admin_token: Option<crate::admin::AdminToken>,
 }
 
 /// A visitor session's news for the desk.
@@ -152,6 +152,17 @@ pub enum SessionEvent {
         /// Why (`resolved`).
         reason: &'static str,
     },
+}
+
+/// The desk's figures at one moment ([`Desk::gauges`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeskGauges {
+    /// Agents with a socket open.
+    pub agents_online: usize,
+    /// Conversations in line, offered ones included.
+    pub waiting: usize,
+    /// When the longest-waiting of them joined the line.
+    pub oldest_since: Option<Instant>,
 }
 
 /// Why the desk reads a transcript.
@@ -334,6 +345,15 @@ impl Desk {
             queue_dirty: false,
             next_push: None,
             out: Vec::new(),
+        }
+    }
+
+    /// Agents online, the line's length and its longest wait, for `/metrics`.
+    pub fn gauges(&self) -> DeskGauges {
+        DeskGauges {
+            agents_online: self.socks.len(),
+            waiting: self.router.waiting().count(),
+            oldest_since: self.router.waiting().map(|w| w.since).min(),
         }
     }
 

@@ -19,7 +19,7 @@ fn cfg() -> DeskConfig {
         reconnect_grace: Duration::from_secs(15),
         login_ttl: Duration::from_secs(3600),
         max_text_bytes: 100,
-        admin_token: Some("owner-secret".into()),
+        admin_token: Some(crate::admin::AdminToken::from_secret("owner-secret")),
     }
 }
 
@@ -454,4 +454,24 @@ fn http_roles_and_sites() {
         ),
         400
     );
+}
+
+#[test]
+fn gauges_count_agents_online_and_the_line() {
+    let mut t = setup();
+    let g = t.desk.gauges();
+    assert_eq!((g.agents_online, g.waiting, g.oldest_since), (0, 0, None));
+    t.desk.on_agent_open(t.ada, SUB_A, t.t0);
+    t.desk.on_agent_open(t.bob, SUB_B, t.t0);
+    t.desk.on_visitor(needs(1, "en"), t.t0, 5);
+    t.desk
+        .on_visitor(needs(2, "en"), t.t0 + Duration::from_secs(1), 6);
+    let g = t.desk.gauges();
+    // Offered, not yet taken: still in line.
+    assert_eq!(
+        (g.agents_online, g.waiting, g.oldest_since),
+        (2, 2, Some(t.t0))
+    );
+    t.desk.on_agent_closed(t.bob, SUB_B, t.t0);
+    assert_eq!(t.desk.gauges().agents_online, 1);
 }

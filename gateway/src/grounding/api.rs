@@ -34,7 +34,7 @@ pub fn is_kb_route(path: &str) -> bool {
 /// Answers one knowledge-base admin request (see the module docs).
 pub fn handle(
     req: &Request<Vec<u8>>,
-    token: Option<&str>,
+    token: Option<&crate::admin::AdminToken>,
     sites: &SiteRegistry,
     library: &Library,
 ) -> Response<Body> {
@@ -192,7 +192,8 @@ mod tests {
         let sites = SiteRegistry::load(&BTreeMap::new(), None).expect("sites");
         let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default(), None);
         lib.start(None);
-        let run = |r: Request<Vec<u8>>| handle(&r, Some(TOKEN), &sites, &lib);
+        let admin = crate::admin::AdminToken::from_secret(TOKEN);
+        let run = |r: Request<Vec<u8>>| handle(&r, Some(&admin), &sites, &lib);
 
         let doc = b"# Gift cards\n\nGift cards never expire and work online and in stores.\n";
         let r = run(req("PUT", "/admin/sites/demo/kb/help%2Fgift-cards.md", doc));
@@ -247,37 +248,38 @@ mod tests {
         let sites = SiteRegistry::load(&BTreeMap::new(), None).expect("sites");
         let lib = Library::new(dir.path(), crate::config::KnowledgeConfig::default(), None);
         lib.start(None);
+        let admin = crate::admin::AdminToken::from_secret(TOKEN);
         let unauth = Request::builder()
             .method("GET")
             .uri("/admin/sites/demo/kb")
             .body(Vec::new())
             .expect("request");
-        let r = handle(&unauth, Some(TOKEN), &sites, &lib);
+        let r = handle(&unauth, Some(&admin), &sites, &lib);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let r = handle(
             &req("GET", "/admin/sites/nope/kb", b""),
-            Some(TOKEN),
+            Some(&admin),
             &sites,
             &lib,
         );
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = handle(
             &req("PUT", "/admin/sites/demo/kb", b"x"),
-            Some(TOKEN),
+            Some(&admin),
             &sites,
             &lib,
         );
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         let r = handle(
             &req("GET", "/admin/sites/demo/kb/search", b""),
-            Some(TOKEN),
+            Some(&admin),
             &sites,
             &lib,
         );
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         let r = handle(
             &req("POST", "/admin/sites/demo/kb/a.md", b""),
-            Some(TOKEN),
+            Some(&admin),
             &sites,
             &lib,
         );

@@ -4,7 +4,8 @@
 //! the sources and confidence a search yields, and how they enter the prompt.
 //! The knowledge bases themselves (opened, reloaded, searched, written) are
 //! in [`library`], their admin HTTP API in [`api`], where vectors come from in
-//! [`embedder`], and the demo site's built-in help pages in [`demo`]. The
+//! [`embedder`], the demo site's built-in help pages in [`demo`], and how
+//! fast the retrieval threads go (for admission) in [`pace`]. The
 //! server runs all of it on its retrieval threads, never on a worker: a
 //! query embedding costs milliseconds of CPU.
 
@@ -12,6 +13,7 @@ pub mod api;
 pub mod demo;
 pub mod embedder;
 pub mod library;
+pub mod pace;
 
 use knowledge::Hit;
 
@@ -32,10 +34,19 @@ const GUIDANCE: &str = "Answer from the numbered sources below. If they do not \
 hold the answer, say so plainly and offer to bring in a person; never make up \
 facts, prices or dates.";
 
-/// What the model is told when the knowledge base has nothing on the question.
-const NOTHING_FOUND: &str = "The site's help pages have nothing on this \
-question: say you are not sure and offer to bring in a person; never make up \
-facts, prices or dates.";
+/// What the model is told when the knowledge base has nothing on the
+/// question, or nothing it is confident enough in (below the site's
+/// `human_below_confidence`): it starts with the line the inference
+/// simulator recognises ([`inference_client::sim::answer::NOT_COVERED`]),
+/// and asks a real model for the same answer the simulator gives.
+fn not_covered() -> String {
+    format!(
+        "{} Do not answer it from general knowledge and do not guess: say \
+         plainly that the help pages do not cover it, and offer to bring in a \
+         person from the team. Never make up facts, prices or dates.",
+        inference_client::sim::answer::NOT_COVERED
+    )
+}
 
 /// The text to search the knowledge base for when answering `newest`: the
 /// message itself, with the visitor's previous message before it when the new
@@ -80,12 +91,32 @@ impl Grounding {
         }
     }
 
+    /// This grounding for a site that hands answers below `human_below`
+    /// confidence to a person: below it, the sources are dropped (neither
+    /// quoted nor cited: the nearest passage of an unrelated page answers
+    /// nothing) and [`Grounding::apply`] tells the model that the help pages
+    /// do not cover the question and to offer a person. The confidence
+    /// stays, so the reply is still offered to a person.
+    pub fn below(mut self, human_below: f32) -> Grounding {
+        if self.confidence < human_below {
+            self.sources.clear();
+            self.block.clear();
+        }
+        self
+    }
+
+    /// Whether the answer will say the help pages do not cover the question
+    /// (no sources to answer from).
+    pub fn not_covered(&self) -> bool {
+        self.block.is_empty()
+    }
+
     /// Adds the guidance and the sources to the end of the prompt's system
     /// message (the `Sources:` block must end it: everything after its first
-    /// line is read as sources).
+    /// line is read as sources); with no sources, the not-covered guidance.
     pub fn apply(&self, prompt: &mut Vec<PromptMessage>) {
         let addition = if self.block.is_empty() {
-            NOTHING_FOUND.to_string()
+            not_covered()
         } else {
             format!("{GUIDANCE}\n\n{}", self.block.trim_end())
         };
@@ -224,8 +255,68 @@ mod tests {
         }];
         g.apply(&mut prompt);
         assert_eq!(prompt[0].role, Role::System);
-        assert!(prompt[0].content.contains("nothing on this question"));
+        assert!(prompt[0].content.contains("do not cover this question"));
         assert!(!prompt[0].content.contains("Sources:"));
+    }
+
+    fn ask_sim(prompt: &[PromptMessage]) -> String {
+        let messages: Vec<inference_client::ChatMessage> = prompt
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::System => inference_client::Role::System,
+                    Role::User => inference_client::Role::User,
+                    Role::Assistant => inference_client::Role::Assistant,
+                };
+                inference_client::ChatMessage::new(role, m.content.clone())
+            })
+            .collect();
+        inference_client::sim::answer::compose(&messages)
+    }
+
+    #[test]
+    fn below_the_sites_line_the_answer_says_the_pages_do_not_cover_it() {
+        let nearest = || {
+            Grounding::from_hits(
+                &[hit(
+                    "c1",
+                    0.06,
+                    "Take photos of the damaged item and of the box.",
+                )],
+                0.0,
+            )
+        };
+        let mut prompt = vec![
+            PromptMessage {
+                role: Role::System,
+                content: "You help.".into(),
+            },
+            PromptMessage {
+                role: Role::User,
+                content: "who painted the Mona Lisa?".into(),
+            },
+        ];
+        // Without a line (0): the nearest passage is still given.
+        let g = nearest().below(0.0);
+        assert!(!g.not_covered());
+        assert_eq!(g.sources.len(), 1);
+        // Below the site's line: no source, the not-covered guidance, and the
+        // simulator honours it.
+        let g = nearest().below(0.35);
+        assert!(g.not_covered());
+        assert!(g.sources.is_empty());
+        assert_eq!(g.confidence, 0.0);
+        g.apply(&mut prompt);
+        let system = &prompt[0].content;
+        assert!(system.contains("do not cover this question"), "{system}");
+        assert!(system.contains("offer to bring in a"), "{system}");
+        assert!(!system.contains("Sources:"), "{system}");
+        let answer = ask_sim(&prompt);
+        assert_eq!(answer, inference_client::sim::answer::NOT_COVERED_ANSWER);
+        assert!(!answer.contains("damaged"), "{answer}");
+        // At or above the line, the sources stay.
+        let g = Grounding::from_hits(&[hit("c1", 0.5, "Parcels take 5 days.")], 0.35).below(0.35);
+        assert!(!g.not_covered());
     }
 
     #[test]

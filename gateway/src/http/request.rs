@@ -30,7 +30,7 @@ pub struct Upload<'a> {
     /// Paths it applies to.
     pub path_prefix: &'static str,
     /// The bearer token it needs.
-    pub token: &'a str,
+    pub token: &'a crate::admin::AdminToken,
 }
 
 impl Default for Limits<'static> {
@@ -168,7 +168,7 @@ pub fn parse(buf: &[u8], limits: &Limits<'_>) -> Result<Option<Parsed>, ParseErr
         let upload = limits.upload.filter(|u| {
             method == Method::PUT
                 && path.starts_with(u.path_prefix)
-                && bearer.is_some_and(|b| crate::admin::constant_time_eq(b, u.token.as_bytes()))
+                && bearer.is_some_and(|b| u.token.matches(b))
         });
         match upload {
             Some(u) if body_len <= u.max_body => {}
@@ -231,11 +231,12 @@ mod tests {
 
     #[test]
     fn only_the_admin_may_send_an_upload_body() {
+        let token = crate::admin::AdminToken::from_secret("secret-token");
         let l = Limits {
             upload: Some(Upload {
                 max_body: 32,
                 path_prefix: "/admin/sites/",
-                token: "secret-token",
+                token: &token,
             }),
             ..limits()
         };

@@ -9,12 +9,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use inference_client::{
-    ChatMessage, Event, EventSink, GenerateRequest, InferenceError, RequestId, Role,
+    Admitted, Ask, Busy, ChatMessage, Event, EventSink, GenerateRequest, InferenceError, RequestId,
+    Role,
 };
 
 use super::retrieval::{Lookup, RetrievalMsg};
 use super::worker::{Worker, WorkerMsg};
 use crate::chat::server::Source;
+use crate::grounding::pace::RetrievalPace;
 use crate::grounding::{Grounding, UNGROUNDED_CONFIDENCE};
 use crate::session::prompt::{self, PromptMessage};
 use crate::session::token::SessionKey;
@@ -29,12 +31,33 @@ impl EventSink for InboxSink {
     }
 }
 
-/// Admission as the inference service predicts it, for the session.
-pub(crate) struct ServiceAdmission<'a>(pub(crate) &'a inference_client::Client);
+/// Admission as the inference service predicts it, for the session, with
+/// the worker's own stages before the request reaches the service: the
+/// store's commit, and for a grounded answer the retrieval threads' line
+/// and search.
+pub(crate) struct ServiceAdmission<'a> {
+    pub(crate) client: &'a inference_client::Client,
+    /// The worker's average commit time.
+    pub(crate) commit: Duration,
+    pub(crate) retrieval: &'a RetrievalPace,
+    /// Questions waiting for a retrieval thread.
+    pub(crate) retrieval_queue: usize,
+    pub(crate) retrieval_threads: usize,
+}
 
 impl Admission for ServiceAdmission<'_> {
-    fn admit(&self, prompt_tokens: u32) -> Result<(), Duration> {
-        self.0.admit(prompt_tokens).map_err(|b| b.retry_after)
+    fn admit(&self, mut ask: Ask, grounded: bool) -> Result<Admitted, Busy> {
+        ask.before_submit = self.commit;
+        if grounded {
+            ask.before_submit += self
+                .retrieval
+                .predict(self.retrieval_queue, self.retrieval_threads);
+        }
+        self.client.admit(ask)
+    }
+
+    fn place_grace(&self) -> Duration {
+        self.client.place_grace()
     }
 }
 
@@ -75,6 +98,7 @@ impl Worker {
             key,
             site,
             job,
+            queued: std::time::Instant::now(),
         });
         if let Err(flume::SendError(RetrievalMsg::Lookup(l))) = self.shared.retrieval.send(msg) {
             // Retrieval has stopped (shutting down): answer ungrounded.
@@ -101,6 +125,15 @@ impl Worker {
         self.next_request.set(id + 1);
         let (sources, confidence) = match g {
             Some(g) => {
+                // Below the site's line the help pages "do not cover" the
+                // question: no source is quoted or cited (issue 12).
+                let human_below = self
+                    .sessions
+                    .borrow()
+                    .get(&key)
+                    .and_then(|s| self.shared.sites.get(&s.site))
+                    .map_or(0.0, |site| site.config.human_below_confidence);
+                let g = g.below(human_below);
                 g.apply(&mut job.prompt);
                 (g.sources, g.confidence)
             }
@@ -124,7 +157,7 @@ impl Worker {
         );
         req.deadline = Some(now + Duration::from_millis(inf.deadline_ms));
         req.submitted = now;
-        self.inference.submit(req);
+        self.inference.submit_admitted(req, job.admitted);
     }
 
     /// Stops the replies a session gave up (their visitor left).

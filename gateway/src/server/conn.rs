@@ -515,10 +515,10 @@ impl Worker {
             max_headers: l.max_headers,
             max_body: l.max_body_bytes,
             // Knowledge-base documents, from the admin only.
-            upload: c
-                .admin
-                .token
-                .as_deref()
+            upload: self
+                .shared
+                .admin_token
+                .as_ref()
                 .map(|token| crate::http::request::Upload {
                     max_body: c.knowledge.max_upload_bytes.max(l.max_body_bytes),
                     path_prefix: "/admin/sites/",

@@ -73,6 +73,23 @@ pub(crate) fn load_directory(store: &StoreHandle, timeout: Duration) -> Result<D
     Ok(Directory::load(d.agents, d.canned))
 }
 
+/// Stores an agent account before the desk starts (waiting at most `timeout`).
+pub(crate) fn save_agent(
+    store: &StoreHandle,
+    agent: crate::store::StoredAgent,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.write(
+        crate::store::Write::AgentSaved(agent),
+        Some(Box::new(move |r| {
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        })),
+    );
+    rx.recv_timeout(timeout)
+        .map_err(|_| "the store did not answer".to_string())?
+}
+
 /// Starts the desk thread.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -88,7 +105,7 @@ pub(crate) fn spawn(
         reconnect_grace: Duration::from_millis(a.reconnect_grace_ms),
         login_ttl: Duration::from_secs(a.login_ttl_secs),
         max_text_bytes: shared.config.limits.max_text_bytes,
-        admin_token: shared.config.admin.token.clone(),
+        admin_token: shared.admin_token.clone(),
     };
     std::thread::Builder::new()
         .name("lc-desk".into())
@@ -124,6 +141,7 @@ fn run(
         for o in desk.take_out() {
             carry_out(o, &shared, &store, &tx);
         }
+        publish(&desk.gauges(), &shared.desk_metrics, now);
     }
 }
 
@@ -162,6 +180,17 @@ fn handle(desk: &mut Desk, shared: &Shared, msg: DeskMsg, now: Instant) -> bool 
         DeskMsg::Shutdown => return false,
     }
     true
+}
+
+/// The desk's gauges for `/metrics` (the longest wait as the Unix time it began).
+fn publish(g: &crate::desk::DeskGauges, m: &crate::metrics::DeskMetrics, now: Instant) {
+    m.agents_online.set(g.agents_online as i64);
+    m.waiting.set(g.waiting as i64);
+    let since = g.oldest_since.map_or(0, |t| {
+        super::persist::unix_ms()
+            .saturating_sub(now.saturating_duration_since(t).as_millis() as u64)
+    });
+    m.oldest_since_ms.set(since as i64);
 }
 
 fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sender<DeskMsg>) {

@@ -43,6 +43,12 @@ pub struct Shared {
     pub metrics: Vec<WorkerMetrics>,
     /// The store's figures.
     pub store_stats: Arc<crate::store::StoreStats>,
+    /// One block per retrieval thread.
+    pub retrieval_metrics: Vec<crate::metrics::RetrievalMetrics>,
+    /// The desk thread's gauges.
+    pub desk_metrics: crate::metrics::DeskMetrics,
+    /// The admin API's token (configured, or made at first start).
+    pub admin_token: Option<crate::admin::AdminToken>,
     inboxes: Vec<flume::Sender<WorkerMsg>>,
     /// The agent desk's thread.
     desk: flume::Sender<desk::DeskMsg>,
@@ -50,6 +56,8 @@ pub struct Shared {
     pub library: Arc<crate::grounding::library::Library>,
     /// The retrieval threads.
     retrieval: flume::Sender<retrieval::RetrievalMsg>,
+    /// How fast they go (admission counts a grounded answer's wait for them).
+    retrieval_pace: crate::grounding::pace::RetrievalPace,
     /// Connections open across all workers.
     open_conns: AtomicUsize,
     /// Connections allowed before 503.
@@ -99,6 +107,9 @@ pub enum ServerError {
     /// The agent desk cannot start.
     #[error("{0}")]
     Desk(String),
+    /// The admin token cannot be read or made.
+    #[error(transparent)]
+    FirstStart(#[from] crate::first_start::FirstStartError),
     /// The retrieval threads cannot start.
     #[error("cannot start the retrieval threads: {0}")]
     Retrieval(std::io::Error),
@@ -118,6 +129,9 @@ pub struct Running {
     pub addr: SocketAddr,
     /// io driver of each worker.
     pub drivers: Vec<DriverKind>,
+    /// The secrets this start made (the first start without `admin.token`),
+    /// for the binary to show once.
+    pub made: Option<crate::first_start::Made>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     desk: Option<JoinHandle<()>>,
@@ -196,7 +210,7 @@ fn io_driver(d: IoDriver) -> inference_client::IoDriver {
 
 /// The inference service's settings from the gateway's configuration.
 pub(crate) fn service_config(c: &Config) -> inference_client::ServiceConfig {
-    use inference_client::{Api, Backend, EndpointConfig, LatencyModel, ServiceConfig, SimOptions};
+    use inference_client::{Backend, LatencyModel, ServiceConfig, SimOptions};
     use std::time::Duration;
     let inf = &c.inference;
     let backend = if inf.endpoints.is_empty() {
@@ -215,24 +229,13 @@ pub(crate) fn service_config(c: &Config) -> inference_client::ServiceConfig {
             ..SimOptions::default()
         })
     } else {
-        Backend::Endpoints(
-            inf.endpoints
-                .iter()
-                .map(|url| {
-                    let mut e = EndpointConfig::new(url.as_str());
-                    e.max_sequences = inf.max_sequences;
-                    e.api = match inf.api {
-                        crate::config::InferenceApi::Chat => Api::Chat,
-                        crate::config::InferenceApi::Completions => Api::Completions,
-                    };
-                    e
-                })
-                .collect(),
-        )
+        Backend::Endpoints(inf.endpoint_configs())
     };
     ServiceConfig {
         backend,
         model: inf.model.clone(),
+        api_key: inf.api_key(),
+        ca_file: inf.ca_file.clone(),
         max_batch: inf.max_batch,
         max_wait: Duration::from_millis(inf.max_wait_ms),
         ttft_budget: Duration::from_millis(inf.ttft_budget_ms),
@@ -287,8 +290,9 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     };
     store_cfg.history_limit = config.session.history_items;
     let store = crate::store::Store::open(store_cfg)?;
-    let directory = desk::load_directory(&store.handle(), std::time::Duration::from_secs(30))
-        .map_err(|e| ServerError::Desk(format!("cannot load the agent desk: {e}")))?;
+    let mut directory =
+        desk::load_directory(&store.handle(), std::time::Duration::from_secs(30))
+            .map_err(|e| ServerError::Desk(format!("cannot load the agent desk: {e}")))?;
 
     let first = bind_listener(config.listen).map_err(|source| ServerError::Bind {
         addr: config.listen,
@@ -301,6 +305,25 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     let mut listeners = vec![first];
     for _ in 1..n {
         listeners.push(bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?);
+    }
+    // After the bind: a first start that cannot listen makes no secret it
+    // would never show.
+    let credentials = crate::first_start::credentials(
+        config.admin.token.as_deref(),
+        &config.data_dir,
+        sites
+            .get(crate::sites::DEMO_SITE)
+            .map(|_| crate::sites::DEMO_SITE),
+        &mut directory,
+        |agent| desk::save_agent(&store.handle(), agent, std::time::Duration::from_secs(30)),
+        persist::unix_ms(),
+    )?;
+    if let Some(m) = &credentials.made {
+        tracing::info!(
+            file = %config.data_dir.join(crate::first_start::ADMIN_TOKEN_FILE).display(),
+            agent = ?m.agent.as_ref().map(|(a, _)| a.id),
+            "first start: an admin token and a demo admin agent were made (shown once on stdout)"
+        );
     }
 
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
@@ -324,8 +347,14 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         desk: desk_tx.clone(),
         library,
         retrieval: retrieval_tx,
+        retrieval_pace: Default::default(),
         metrics: (0..n).map(|_| WorkerMetrics::default()).collect(),
         store_stats: store.stats().clone(),
+        retrieval_metrics: (0..config.knowledge.threads.max(1))
+            .map(|_| crate::metrics::RetrievalMetrics::default())
+            .collect(),
+        desk_metrics: crate::metrics::DeskMetrics::default(),
+        admin_token: Some(credentials.admin),
         sites,
         inboxes: txs,
         open_conns: AtomicUsize::new(0),
@@ -393,6 +422,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                 let running = Running {
                     addr,
                     drivers,
+                    made: None,
                     shared,
                     threads,
                     desk: Some(desk_thread),
@@ -424,6 +454,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     Ok(Running {
         addr,
         drivers,
+        made: credentials.made,
         shared,
         threads,
         desk: Some(desk_thread),

@@ -39,6 +39,8 @@ pub(crate) struct Lookup {
     pub(crate) site: Arc<str>,
     /// The job (its `query` is what is searched).
     pub(crate) job: AnswerJob,
+    /// When the worker sent it (for `lc_retrieval_wait_seconds`).
+    pub(crate) queued: Instant,
 }
 
 /// What a retrieval thread receives.
@@ -64,7 +66,7 @@ pub(crate) fn spawn(
         let rx = rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("lc-retrieval-{i}"))
-            .spawn(move || run(&shared, &rx, i == 0))?;
+            .spawn(move || run(&shared, &rx, i))?;
         threads.push(t);
     }
     Ok(threads)
@@ -104,7 +106,9 @@ pub(crate) fn open_library(
 /// Most questions grounded in one batch.
 const MAX_BATCH: usize = 32;
 
-fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
+/// Thread `index`'s loop (the first also refreshes).
+fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, index: usize) {
+    let refreshes = index == 0;
     let mut next_refresh = Instant::now() + REFRESH_EVERY;
     // A message met while gathering a batch of lookups, handled next.
     let mut held: Option<RetrievalMsg> = None;
@@ -139,12 +143,12 @@ fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
                         Err(_) => break,
                     }
                 }
-                lookup(shared, batch);
+                lookup(shared, batch, &shared.retrieval_metrics[index]);
             }
             Some(RetrievalMsg::Http { sub, req }) => {
                 let resp = crate::grounding::api::handle(
                     &req,
-                    shared.config.admin.token.as_deref(),
+                    shared.admin_token.as_ref(),
                     &shared.sites,
                     &shared.library,
                 );
@@ -156,13 +160,21 @@ fn run(shared: &Shared, rx: &flume::Receiver<RetrievalMsg>, refreshes: bool) {
 }
 
 /// Grounds a batch of answer jobs and hands each back to its worker.
-fn lookup(shared: &Shared, batch: Vec<Lookup>) {
+fn lookup(shared: &Shared, batch: Vec<Lookup>, m: &crate::metrics::RetrievalMetrics) {
     let t = Instant::now();
+    for l in &batch {
+        m.wait.observe(t.saturating_duration_since(l.queued));
+    }
     let asks: Vec<(&str, &str)> = batch
         .iter()
         .map(|l| (&*l.site, l.job.query.as_deref().unwrap_or_default()))
         .collect();
     let found = shared.library.ground_many(&asks);
+    let took = t.elapsed();
+    shared.retrieval_pace.observe(batch.len(), took);
+    for _ in &batch {
+        m.search.observe(took);
+    }
     tracing::debug!(
         questions = batch.len(),
         us = t.elapsed().as_micros() as u64,

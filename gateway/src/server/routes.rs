@@ -50,6 +50,14 @@ impl Worker {
                 let mut s = String::with_capacity(8192);
                 crate::metrics::render(&self.shared.metrics, self.shared.max_connections, &mut s);
                 crate::metrics::render_store(&self.shared.store_stats, &mut s);
+                crate::metrics::render_pipeline(
+                    &self.shared.retrieval_metrics,
+                    self.shared.retrieval.len(),
+                    &self.shared.desk_metrics,
+                    super::persist::unix_ms(),
+                    &mut s,
+                );
+                crate::metrics::render_build_info(&mut s);
                 self.inference.stats().render_prometheus(&mut s);
                 let r = response::with_body(
                     StatusCode::OK,
@@ -65,7 +73,7 @@ impl Worker {
             p if p == "/admin" || p.starts_with("/admin/") => {
                 let r = crate::admin::handle(
                     &req,
-                    self.shared.config.admin.token.as_deref(),
+                    self.shared.admin_token.as_ref(),
                     &self.shared.sites,
                 );
                 self.respond(slot, r, keep_alive, head);
@@ -717,14 +725,11 @@ fn asset_response<B>(req: &Request<B>, a: &'static Asset, cache: &'static str) -
     let mut r = if inm {
         response::empty(StatusCode::NOT_MODIFIED)
     } else {
-        let gzip = req
+        let accept = req
             .headers()
             .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|e| e.trim().split(';').next() == Some("gzip") && !e.contains("q=0"))
-            });
+            .and_then(|v| v.to_str().ok());
+        let gzip = crate::http::accept::negotiate(accept) == crate::http::accept::Encoding::Gzip;
         let mut r = response::with_body(
             StatusCode::OK,
             a.content_type,

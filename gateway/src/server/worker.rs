@@ -164,6 +164,9 @@ pub(crate) struct Worker {
     /// Requests in flight: which session's which reply.
     pub(crate) requests: RefCell<HashMap<inference_client::RequestId, super::answer::InFlight>>,
     pub(crate) next_request: Cell<inference_client::RequestId>,
+    /// Average time from a visitor's message to its commit (admission
+    /// counts it before an answer can start).
+    commit_pace: Cell<Duration>,
     next_gen: Cell<u64>,
     /// The one read buffer every connection of this worker reads into.
     pub(crate) read_buf: RefCell<Vec<u8>>,
@@ -235,6 +238,7 @@ pub(crate) async fn run(p: Parts) -> std::io::Result<()> {
         inference,
         requests: RefCell::new(HashMap::new()),
         next_request: Cell::new(1),
+        commit_pace: Cell::new(Duration::ZERO),
         next_gen: Cell::new(1),
         read_buf: RefCell::new(vec![0; READ_BUF]),
         date: RefCell::new(http_date()),
@@ -374,7 +378,13 @@ impl Worker {
             .as_ref()
             .map_or(&[][..], |s| s.config.handoff.as_slice());
         let l = &self.shared.config.limits;
-        let admission = ServiceAdmission(&self.inference);
+        let admission = ServiceAdmission {
+            client: &self.inference,
+            commit: self.commit_pace.get(),
+            retrieval: &self.shared.retrieval_pace,
+            retrieval_queue: self.shared.retrieval.len(),
+            retrieval_threads: self.shared.config.knowledge.threads.max(1),
+        };
         f(&Settings {
             site_config,
             instructions,
@@ -545,11 +555,12 @@ impl Worker {
                 Out::Acked(waited) => {
                     self.m().messages.inc();
                     self.m().ack_latency.observe(waited);
+                    let old = self.commit_pace.get();
+                    self.commit_pace.set(old.mul_f64(0.9) + waited.mul_f64(0.1));
                 }
                 Out::Answer(job) => self.start_answer(key, job),
                 Out::Commit(records) => self.commit(key, records),
                 Out::Cancel(replies) => self.cancel_replies(key, &replies),
-                Out::ReleaseAdmission => self.inference.release(),
                 Out::Desk(ev) => {
                     let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(ev));
                 }

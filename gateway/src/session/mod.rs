@@ -14,6 +14,7 @@
 //! complete in the order they were made, so a queue of what to do after each
 //! one is enough.
 
+pub mod ask_person;
 pub mod log;
 pub mod prompt;
 pub mod ratelimit;
@@ -27,9 +28,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::chat::client::{ClientError, ClientMsg, Hello};
-use crate::chat::server::{AgentEvent, Author, Item, ServerMsg, Source, Streaming};
+use crate::chat::server::{AgentEvent, Author, Handoff, Item, ServerMsg, Source, Streaming};
 use crate::chat::ErrorCode;
 use crate::desk::{SessionEvent, VisitorEvent};
+use inference_client::{Admitted, Ask, Busy};
 use log::{PollLog, Since};
 use prompt::PromptMessage;
 use ratelimit::{Rate, TokenBucket};
@@ -73,17 +75,24 @@ impl Now {
 /// Surge admission, asked before a message is accepted (PROTOCOL.md: `busy`
 /// is sent instead of the `ack`, and the message is not stored).
 pub trait Admission {
-    /// `Ok` to accept a message whose prompt has this many tokens, or how long
-    /// the client should wait before resending.
-    fn admit(&self, prompt_tokens: u32) -> Result<(), Duration>;
+    /// A place for a message whose answer is asked as `ask` (`grounded`:
+    /// it goes through the knowledge base's retrieval first), or how long
+    /// the client should wait before resending and whether a place is kept
+    /// for that resend.
+    fn admit(&self, ask: Ask, grounded: bool) -> Result<Admitted, Busy>;
+
+    /// How late a resend may come after its place and still hold it.
+    fn place_grace(&self) -> Duration {
+        Duration::from_secs(2)
+    }
 }
 
 /// Admits everything.
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _: u32) -> Result<(), Duration> {
-        Ok(())
+    fn admit(&self, _: Ask, _: bool) -> Result<Admitted, Busy> {
+        Ok(Admitted::detached())
     }
 }
 
@@ -129,6 +138,9 @@ pub struct AnswerJob {
     /// What to search the site's knowledge base for; `None` when the site
     /// has none (its settings keep back no tokens for sources).
     pub query: Option<String>,
+    /// Its place in the inference service's line: submitted with the
+    /// request, or given back when the job is dropped on any path.
+    pub admitted: Admitted,
 }
 
 /// Something to make durable.
@@ -212,9 +224,6 @@ pub enum Out {
     ErrorSent(ErrorCode),
     /// An `ack` went out this long after its message arrived (for metrics).
     Acked(Duration),
-    /// An admitted message will not be answered (it could not be stored):
-    /// give its place in line back.
-    ReleaseAdmission,
     /// News for the agent desk.
     Desk(VisitorEvent),
 }
@@ -352,6 +361,9 @@ struct Transcript {
     /// Agents' message ids already stored, and their seq (a resend after a
     /// lost ack is acknowledged again, not stored twice).
     agent_ids: HashMap<String, u64>,
+    /// Messages refused `busy` with a place kept for their resend: the id
+    /// and when the place is due (a few at most).
+    places: Vec<(Box<str>, Instant)>,
 }
 
 /// What follows a visitor message's ack.
@@ -394,6 +406,7 @@ impl Default for Transcript {
             human: Human::None,
             ended: false,
             agent_ids: HashMap::new(),
+            places: Vec::new(),
         }
     }
 }
@@ -699,14 +712,19 @@ impl Session {
             self.reopen(out);
         }
         // While a person is asked for or holds the conversation, the AI is
-        // silent; a site rule may hand this very message to a person.
+        // silent; a visitor asking for one in so many words, or a site rule,
+        // hands this very message to a person.
         let paused = self.t.as_ref().is_some_and(|t| t.human != Human::None);
-        let rule = if paused || s.handoff.is_empty() {
+        let rule = if paused {
             None
         } else {
             let lower = text.to_lowercase();
             let page = self.page.as_ref().and_then(|p| p.page());
-            s.handoff.iter().find(|r| r.matches(&lower, page))
+            match s.handoff.iter().find(|r| r.matches(&lower, page)) {
+                Some(r) => Some((r.reason(), r.skill.clone())),
+                None => ask_person::asks_for_person(&lower)
+                    .then(|| ("the visitor asked for a person".to_string(), None)),
+            }
         };
         let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
         let item = Item {
@@ -721,10 +739,7 @@ impl Session {
         };
         let next = match rule {
             _ if paused => Next::Desk,
-            Some(r) => Next::Handoff {
-                reason: r.reason(),
-                skill: r.skill.clone(),
-            },
+            Some((reason, skill)) => Next::Handoff { reason, skill },
             None => {
                 // The prompt this message would be answered with: its size
                 // decides admission.
@@ -736,13 +751,24 @@ impl Session {
                     s.count_tokens,
                 );
                 let prompt_tokens = prompt::tokens(&prompt, s.count_tokens) + s.grounding_tokens;
-                if let Err(wait) = s.admission.admit(prompt_tokens) {
-                    let ms = wait.as_millis().max(1) as u64;
-                    let msg =
-                        "over capacity: the message was not stored; resend after retry_after_ms";
-                    self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
-                    return;
-                }
+                let ask = Ask {
+                    prompt_tokens,
+                    before_submit: Duration::ZERO,
+                    holds_place: self.take_place(&id, now.mono, s.admission.place_grace()),
+                };
+                let admitted = match s.admission.admit(ask, s.grounding_tokens > 0) {
+                    Ok(a) => a,
+                    Err(busy) => {
+                        if busy.place {
+                            self.keep_place(&id, now.mono + busy.retry_after);
+                        }
+                        let ms = busy.retry_after.as_millis().max(1) as u64;
+                        let msg =
+                            "over capacity: the message was not stored; resend after retry_after_ms";
+                        self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
+                        return;
+                    }
+                };
                 // One reply per visitor message at most: naming it after the
                 // message's seq keeps reply ids unique across restarts.
                 Next::Answer(AnswerJob {
@@ -752,6 +778,7 @@ impl Session {
                     prompt_tokens,
                     query: (s.grounding_tokens > 0)
                         .then(|| crate::grounding::query(self.items(), &item.text)),
+                    admitted,
                 })
             }
         };
@@ -972,6 +999,35 @@ impl Session {
         self.wake_poller(out);
     }
 
+    /// Most places kept per conversation (a visitor resends one message at a
+    /// time; a few cover tabs and retries).
+    const PLACES: usize = 4;
+
+    /// Whether message `id` comes back holding the place its `busy` kept:
+    /// at its time (a little early is forgiven) and within `grace` after.
+    /// The place is used up either way.
+    fn take_place(&mut self, id: &str, now: Instant, grace: Duration) -> bool {
+        let Some(t) = self.t.as_mut() else {
+            return false;
+        };
+        let Some(i) = t.places.iter().position(|(p, _)| &**p == id) else {
+            return false;
+        };
+        let (_, due) = t.places.swap_remove(i);
+        let early = Duration::from_millis(100);
+        now + early >= due && now <= due + grace
+    }
+
+    /// Keeps the place a `busy` booked for message `id`'s resend at `due`.
+    fn keep_place(&mut self, id: &str, due: Instant) {
+        let t = self.transcript();
+        t.places.retain(|(p, _)| &**p != id);
+        if t.places.len() >= Self::PLACES {
+            t.places.remove(0);
+        }
+        t.places.push((id.into(), due));
+    }
+
     /// A refusal of one message: `rate_limited` or `busy`, with its id and wait.
     #[allow(clippy::too_many_arguments)]
     fn refuse(
@@ -1065,14 +1121,12 @@ impl Session {
                     }
                 }
             }
-            (AfterCommit::Ack { id, seq, next, .. }, Err(e)) => {
+            // Dropping `next` gives an answer job's place in line back.
+            (AfterCommit::Ack { id, seq, .. }, Err(e)) => {
                 // Not stored: forget it so a resend starts afresh.
                 if let Some(t) = self.t.as_mut() {
                     t.acked.remove(&id);
                     t.items.retain(|i| i.seq != seq);
-                }
-                if matches!(next, Next::Answer(_)) {
-                    out.push(Out::ReleaseAdmission);
                 }
                 let msg = format!("the message could not be stored ({e}); resend it");
                 let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
@@ -1359,12 +1413,18 @@ impl Session {
             })
             .collect();
         let conversation = self.conversation.to_string();
+        let handoff = match self.t.as_ref().map(|t| &t.human) {
+            Some(Human::Waiting) => Some(Handoff::Waiting),
+            Some(Human::Held(_)) => Some(Handoff::Held),
+            Some(Human::None) | None => None,
+        };
         ServerMsg::Welcome {
             conversation: &conversation,
             resumed,
             history: &items[from..],
             config: s.site_config,
             streaming: &streaming,
+            handoff,
         }
         .to_bytes()
     }

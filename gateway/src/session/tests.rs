@@ -19,11 +19,14 @@ struct Gate {
 }
 
 impl Admission for Gate {
-    fn admit(&self, _: u32) -> Result<(), Duration> {
+    fn admit(&self, _: Ask, _: bool) -> Result<Admitted, Busy> {
         if self.full.get() {
-            Err(Duration::from_millis(750))
+            Err(Busy {
+                retry_after: Duration::from_millis(750),
+                place: false,
+            })
         } else {
-            Ok(())
+            Ok(Admitted::detached())
         }
     }
 }
@@ -257,10 +260,9 @@ fn a_failed_commit_is_reported_and_forgotten() {
     sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
     out.clear();
     sess.on_committed(Err("disk full".into()), Instant::now(), &mut out);
-    assert!(
-        out.contains(&Out::ReleaseAdmission),
-        "its place in line is given back"
-    );
+    // Its place in line went back with the dropped job (inference-client's
+    // `Admitted` gives it back on drop).
+    assert!(!out.iter().any(|o| matches!(o, Out::Answer(_))));
     let e = &sent_to(&out, 1)[0];
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
@@ -676,4 +678,157 @@ fn websocket_only_sessions_keep_no_poll_log() {
     assert!(sess.poll.is_none());
     sess.detach(1, t0);
     assert!(sess.subscribers().is_empty());
+}
+
+/// A page that connects after the `agent` events went elsewhere (a reload,
+/// a second tab) hears from `welcome` where the hand-off stands.
+#[test]
+fn welcome_says_where_the_handoff_stands() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let welcome = |sess: &mut Session, ms: u64| {
+        let out = send_committed(
+            sess,
+            Origin::Socket(1),
+            ClientMsg::Hello(Default::default()),
+            at(t0, ms),
+            &s,
+        );
+        sent_to(&out, 1)[0].get("handoff").cloned()
+    };
+    assert_eq!(welcome(&mut sess, 0), None, "the AI answers");
+    send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        ClientMsg::Human { reason: None },
+        at(t0, 1),
+        &s,
+    );
+    assert_eq!(welcome(&mut sess, 2), Some("waiting".into()));
+    let mut out = Vec::new();
+    sess.on_desk(SessionEvent::Queued { position: 1 }, at(t0, 3), &mut out);
+    assert_eq!(welcome(&mut sess, 4), Some("waiting".into()));
+    sess.on_desk(
+        SessionEvent::Joined { name: "Ada".into() },
+        at(t0, 5),
+        &mut out,
+    );
+    assert_eq!(welcome(&mut sess, 6), Some("held".into()));
+    sess.on_desk(
+        SessionEvent::Left { name: "Ada".into() },
+        at(t0, 7),
+        &mut out,
+    );
+    assert_eq!(welcome(&mut sess, 8), None, "released to the AI");
+    sess.on_desk(
+        SessionEvent::Joined { name: "Bo".into() },
+        at(t0, 9),
+        &mut out,
+    );
+    sess.on_desk(
+        SessionEvent::End { reason: "resolved" },
+        at(t0, 10),
+        &mut out,
+    );
+    assert_eq!(welcome(&mut sess, 11), None, "resolved");
+}
+
+#[test]
+fn a_typed_request_for_a_person_is_handed_off_with_no_ai_answer() {
+    let cfg = config();
+    let s = settings(&cfg, &OPEN);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let text = "can I speak to a human about my refund?";
+    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", text), at(t0, 0), &s);
+    assert_eq!(sent_to(&out, 1)[0]["type"], "ack", "the message is kept");
+    assert!(
+        !out.iter().any(|o| matches!(o, Out::Answer(_))),
+        "no AI reply"
+    );
+    let reason = out.iter().find_map(|o| match o {
+        Out::Desk(crate::desk::VisitorEvent::NeedsHuman {
+            reason, preview, ..
+        }) => Some((reason.clone(), preview.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        reason,
+        Some((
+            "the visitor asked for a person".to_string(),
+            Some(text.to_string())
+        ))
+    );
+    // A question that merely names a person stays with the AI.
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let m = msg("m1", "is the person size chart accurate?");
+    let out = send_committed(&mut sess, Origin::Socket(1), m, at(t0, 0), &s);
+    assert!(out.iter().any(|o| matches!(o, Out::Answer(_))));
+}
+
+/// Admission that refuses the first ask with a place 500 ms on, then
+/// admits, and remembers what it was asked.
+struct Booking {
+    asks: std::cell::RefCell<Vec<Ask>>,
+}
+
+impl Admission for Booking {
+    fn admit(&self, ask: Ask, _: bool) -> Result<Admitted, Busy> {
+        let mut asks = self.asks.borrow_mut();
+        asks.push(ask);
+        if asks.len() == 1 || (asks.len() == 3 && !ask.holds_place) {
+            return Err(Busy {
+                retry_after: Duration::from_millis(500),
+                place: true,
+            });
+        }
+        Ok(Admitted::detached())
+    }
+}
+
+#[test]
+fn a_resend_at_its_time_holds_the_place_its_busy_kept() {
+    let cfg = config();
+    let gate = Booking {
+        asks: Default::default(),
+    };
+    let s = settings(&cfg, &gate);
+    let t0 = Instant::now();
+    let mut sess = session(t0);
+    sess.attach(1, t0);
+    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
+    assert_eq!(sent_to(&out, 1)[0]["retry_after_ms"], 500);
+    // Back on time: it holds its place.
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("m1", "hi"),
+        at(t0, 520),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert!(gate.asks.borrow()[1].holds_place);
+    // Refused again, then back far too late: a fresh request.
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("m2", "hi"),
+        at(t0, 600),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["code"], "busy");
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(1),
+        msg("m2", "hi"),
+        at(t0, 600 + 500 + 2_500),
+        &s,
+    );
+    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert!(!gate.asks.borrow()[3].holds_place);
 }

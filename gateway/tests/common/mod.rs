@@ -47,6 +47,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     stderr: std::path::PathBuf,
+    /// Standard output's lines after `LISTENING`, as they come.
+    stdout: mpsc::Receiver<String>,
 }
 
 /// How to start a gateway.
@@ -112,10 +114,17 @@ impl Gateway {
         let mut child = cmd.spawn().expect("spawn gateway");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        // Every line is read (the pipe stays open while the gateway runs)
+        // and handed over; the first is the address.
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = tx.send(first);
+            for l in lines.map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
         });
         let line = match rx.recv_timeout(WAIT) {
             Ok(l) => l,
@@ -139,6 +148,27 @@ impl Gateway {
             addr: addr.parse().expect("address"),
             dir,
             stderr,
+            stdout: rx,
+        }
+    }
+
+    /// Standard output's lines after `LISTENING`, up to and with the first
+    /// that starts with `last` (bounded by [`WAIT`]).
+    pub fn stdout_until(&self, last: &str) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.starts_with(last);
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no stdout line starting {last:?} within {WAIT:?}: {seen:?}"),
+            }
         }
     }
 

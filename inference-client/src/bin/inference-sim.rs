@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! inference-sim --listen 127.0.0.1:0 --decode-step-ms 20 --kv-capacity 64
+//! inference-sim --model llama3.1:8b --api-key sk-test --tls-cert cert.pem --tls-key key.pem
 //! ```
 
 use std::io::Write as _;
@@ -19,9 +20,19 @@ struct Args {
     /// Address to listen on (port 0: any free port; see the LISTENING line).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: String,
-    /// Model name served and reported.
-    #[arg(long, default_value = "sim")]
-    model: String,
+    /// Serve only this model: requests naming another get 404, as from a
+    /// real server [default: any name is accepted, "sim" is reported].
+    #[arg(long)]
+    model: Option<String>,
+    /// Demand `Authorization: Bearer KEY` on /v1/ routes (401 otherwise).
+    #[arg(long, env = "INFERENCE_SIM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Serve https with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Prefill cost per prompt token, microseconds.
     #[arg(long, default_value_t = 100.0)]
     prefill_us_per_token: f64,
@@ -88,8 +99,21 @@ fn main() -> ExitCode {
         eprintln!("inference-sim: --decode-step-ms must be a non-negative number");
         return ExitCode::from(2);
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => match inference_client::tls::server_config(c, k) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("inference-sim: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let cfg = ServerConfig {
-        model: a.model,
+        model_required: a.model.is_some(),
+        model: a.model.unwrap_or_else(|| "sim".into()),
+        api_key: a.api_key.filter(|k| !k.is_empty()),
+        tls,
         latency: LatencyModel {
             prefill_us_per_token: a.prefill_us_per_token,
             decode_step: std::time::Duration::from_secs_f64(a.decode_step_ms / 1e3),

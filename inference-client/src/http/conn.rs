@@ -1,23 +1,36 @@
-//! The client's I/O shell for one HTTP/1.1 connection on monoio: connect with
-//! a timeout, write a request, read the response into the sans-IO
-//! [`ResponseDecoder`]. It only moves bytes; every decision about them is made
-//! by the decoders and by the caller's [`ResponseSink`].
+//! The client's I/O shell for one HTTP/1.1 connection on monoio: connect
+//! (and, for `https`, the TLS handshake) with a timeout, write a request,
+//! read the response into the sans-IO [`ResponseDecoder`]. It only moves
+//! bytes; every decision about them is made by the decoders and by the
+//! caller's [`ResponseSink`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
 
 use super::response::{Part, ResponseDecoder};
 use crate::error::Fault;
+use crate::tls::Stream;
+
+/// How to speak TLS to an endpoint: the client settings and the name its
+/// certificate must carry.
+#[derive(Clone)]
+pub struct TlsTarget {
+    /// rustls's client settings (the trusted roots).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The host name or address of the URL.
+    pub name: ServerName<'static>,
+}
 
 /// Bytes read per `read` call.
 pub const READ_BUF: usize = 16 * 1024;
 
 /// One connection to an upstream server.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Whether this connection already carried a request (a stale keep-alive
     /// connection may be closed by the server; such a request is retried once).
@@ -25,18 +38,32 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects, giving up after `timeout`.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Fault> {
-        match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(Conn {
-                    stream,
-                    rbuf: Vec::with_capacity(READ_BUF),
-                    reused: false,
-                })
+    /// Connects (and with `tls`, completes the handshake), giving up after
+    /// `timeout` in all.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<&TlsTarget>,
+        timeout: Duration,
+    ) -> Result<Conn, Fault> {
+        let open = async {
+            let tcp = TcpStream::connect_addr(addr)
+                .await
+                .map_err(|e| Fault::Connect(format!("{addr}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(t) => Stream::connect_tls(tcp, t.config.clone(), t.name.clone())
+                    .await
+                    .map_err(|e| Fault::Connect(tls_failure(addr, &e))),
             }
-            Ok(Err(e)) => Err(Fault::Connect(format!("{addr}: {e}"))),
+        };
+        match monoio::time::timeout(timeout, open).await {
+            Ok(Ok(stream)) => Ok(Conn {
+                stream,
+                rbuf: Vec::with_capacity(READ_BUF),
+                reused: false,
+            }),
+            Ok(Err(f)) => Err(f),
             Err(_) => Err(Fault::Connect(format!(
                 "{addr}: timed out after {timeout:?}"
             ))),
@@ -70,6 +97,20 @@ impl Conn {
     pub fn buf(&self) -> &[u8] {
         &self.rbuf
     }
+}
+
+/// A failed TLS handshake in words, with the likely remedy when the
+/// server's certificate is not trusted.
+fn tls_failure(addr: SocketAddr, e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let hint = if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+        "; the server's certificate is not signed by a trusted CA: add its CA as a PEM file (ca_file, --inference-ca)"
+    } else if text.contains("NotValidForName") {
+        "; the certificate is not for this host name: use the name it was issued to in the URL"
+    } else {
+        ""
+    };
+    format!("{addr}: TLS handshake failed: {text}{hint}")
 }
 
 /// Where the parts of a response go.

@@ -8,5 +8,5 @@ pub mod conn;
 pub mod request;
 pub mod response;
 
-pub use conn::{Collect, Conn, ReadFailure, ResponseSink};
+pub use conn::{Collect, Conn, ReadFailure, ResponseSink, TlsTarget};
 pub use response::{Framing, HttpError, Part, ResponseDecoder, ResponseHead};

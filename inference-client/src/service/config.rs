@@ -1,8 +1,11 @@
 //! The service's settings: where inference runs (in-process, or a pool of
-//! OpenAI-compatible endpoints by URL), batching, admission, deadlines,
-//! health checks, timeouts; and the parsing of endpoint URLs.
+//! OpenAI-compatible endpoints by URL), the model name and bearer key sent,
+//! TLS trust, batching, admission, deadlines, health checks, timeouts; and
+//! the parsing of endpoint URLs.
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::InferenceError;
@@ -45,6 +48,38 @@ impl Backend {
     }
 }
 
+/// A bearer key for an endpoint (`Authorization: Bearer ...`). `Debug` and
+/// `Display` never show it, so a logged or printed configuration cannot leak
+/// it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// A key; `None` for an empty string (an unset environment variable is
+    /// often an empty one).
+    pub fn new(key: impl Into<String>) -> Option<ApiKey> {
+        let k = key.into();
+        (!k.trim().is_empty()).then(|| ApiKey(k.trim().to_string()))
+    }
+
+    /// The key itself, for the request header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Which API an endpoint is called with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Api {
@@ -62,9 +97,9 @@ pub enum Api {
 /// One OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// `http://host:port`, optionally with a path prefix (a trailing `/v1`
-    /// is accepted and dropped). `https` is not supported: put a
-    /// TLS-terminating proxy on loopback in front.
+    /// `http://host[:port]` or `https://host[:port]`, optionally with a
+    /// path prefix (a trailing `/v1` is accepted and dropped). `https` is
+    /// checked against the system's roots and [`ServiceConfig::ca_file`].
     pub url: String,
     /// Most sequences in flight on it at once (beyond, requests wait in the
     /// service's queue).
@@ -73,8 +108,9 @@ pub struct EndpointConfig {
     pub api: Api,
     /// The model name to send (default: [`ServiceConfig::model`]).
     pub model: Option<String>,
-    /// Sent as `Authorization: Bearer ...`.
-    pub api_key: Option<String>,
+    /// Sent as `Authorization: Bearer ...` (default:
+    /// [`ServiceConfig::api_key`]).
+    pub api_key: Option<ApiKey>,
     /// Ask for a usage chunk (`stream_options.include_usage`); turn off for
     /// servers that reject the field.
     pub include_usage: bool,
@@ -105,8 +141,16 @@ impl EndpointConfig {
 pub struct ServiceConfig {
     /// Where inference runs.
     pub backend: Backend,
-    /// The model name sent to endpoints.
+    /// The model name sent to endpoints (each may name its own).
     pub model: String,
+    /// The bearer key sent to endpoints that name none of their own.
+    pub api_key: Option<ApiKey>,
+    /// A PEM file of CA certificates trusted for `https` endpoints besides
+    /// the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Probe each endpoint with `GET /v1/models` at start and log what it
+    /// serves (see [`crate::probe`]).
+    pub probe_at_start: bool,
     /// Most requests in one batch.
     pub max_batch: usize,
     /// Longest a request waits for its batch to fill.
@@ -146,6 +190,9 @@ impl Default for ServiceConfig {
         ServiceConfig {
             backend: Backend::InProcess(SimOptions::default()),
             model: "default".into(),
+            api_key: None,
+            ca_file: None,
+            probe_at_start: true,
             max_batch: 16,
             max_wait: Duration::from_millis(2),
             ttft_budget: Duration::from_secs(1),
@@ -201,6 +248,10 @@ impl ServiceConfig {
                         return bad(&format!("{}: health_path must start with /", e.url));
                     }
                     parse_url(&e.url)?;
+                    let model = e.model.as_deref().unwrap_or(&self.model);
+                    if model.trim().is_empty() {
+                        return bad(&format!("{}: the model name is empty", e.url));
+                    }
                 }
                 Ok(())
             }
@@ -213,27 +264,25 @@ impl ServiceConfig {
 pub(crate) struct Target {
     /// Host name or address, as in the URL.
     pub host: String,
-    /// Port (80 by default).
+    /// Port (80, or 443 for `https`, by default).
     pub port: u16,
+    /// `https`.
+    pub tls: bool,
     /// The `Host` header.
     pub authority: String,
     /// Path prefix before `/v1/...`, without a trailing slash (often empty).
     pub base: String,
 }
 
-/// Parses `http://host[:port][/prefix][/v1]`.
+/// Parses `http[s]://host[:port][/prefix][/v1]`.
 pub(crate) fn parse_url(url: &str) -> Result<Target, InferenceError> {
     let bad = |why: &str| InferenceError::Config(format!("endpoint URL {url:?}: {why}"));
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not supported; put a TLS-terminating proxy on loopback in front",
-            ))
-        }
-        _ => return Err(bad("use http://host:port")),
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("use http://host:port or https://host:port")),
+    };
     let auth = uri.authority().ok_or_else(|| bad("no host"))?;
     if auth.as_str().contains('@') {
         return Err(bad("credentials in the URL are not supported; use api_key"));
@@ -249,9 +298,13 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, InferenceError> {
     if uri.query().is_some() {
         return Err(bad("a query string is not supported"));
     }
+    if tls {
+        crate::tls::server_name(host).map_err(|e| bad(&e))?;
+    }
     Ok(Target {
         host: host.to_string(),
-        port: auth.port_u16().unwrap_or(80),
+        port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        tls,
         authority: auth.as_str().to_string(),
         base,
     })
@@ -282,8 +335,15 @@ mod tests {
         assert_eq!((t.port, t.base.as_str()), (80, ""));
         let t = parse_url("http://[::1]:9000/proxy/v1").unwrap();
         assert_eq!((t.host.as_str(), t.base.as_str()), ("::1", "/proxy"));
+        let t = parse_url("https://gpu.example/v1").unwrap();
+        assert_eq!(
+            (t.port, t.tls, t.authority.as_str()),
+            (443, true, "gpu.example")
+        );
+        let t = parse_url("https://127.0.0.1:8443").unwrap();
+        assert_eq!((t.port, t.tls), (8443, true));
+        assert!(!parse_url("http://x:1").unwrap().tls);
         for bad in [
-            "https://x:1",
             "x:1",
             "ftp://x",
             "http://u:p@x:1",
@@ -319,12 +379,33 @@ mod tests {
     fn validation() {
         assert!(ServiceConfig::default().validate().is_ok());
         let c =
-            ServiceConfig::with_backend(Backend::Endpoints(vec![EndpointConfig::new("https://x")]));
+            ServiceConfig::with_backend(Backend::Endpoints(vec![EndpointConfig::new("ftp://x")]));
         assert!(c.validate().is_err());
+        let c = ServiceConfig {
+            model: " ".into(),
+            ..ServiceConfig::with_backend(Backend::Endpoints(vec![EndpointConfig::new("http://x")]))
+        };
+        assert!(c.validate().is_err(), "an empty model name");
         let c = ServiceConfig {
             max_batch: 0,
             ..Default::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn keys_never_print() {
+        let k = ApiKey::new("sk-secret-123").unwrap();
+        assert_eq!(k.expose(), "sk-secret-123");
+        let mut e = EndpointConfig::new("http://x:1");
+        e.api_key = Some(k.clone());
+        let cfg = ServiceConfig {
+            api_key: Some(k),
+            ..ServiceConfig::with_backend(Backend::Endpoints(vec![e]))
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        assert!(ApiKey::new("  ").is_none());
     }
 }

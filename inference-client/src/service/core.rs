@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Event, EventSink, GenerateRequest, RequestId, Shared, Timings};
-use crate::admission::{slot_waits, AdmissionConfig, Estimator, Snapshot};
+use crate::admission::{slot_waits, AdmissionConfig, Estimator, ShowRate, Snapshot};
 use crate::batcher::{Batcher, BatcherConfig};
 use crate::error::{Fault, InferenceError};
 use crate::openai::{ChatMessage, FinishReason, StreamItem, Usage};
@@ -162,6 +162,9 @@ struct Req {
     first_token: Option<Instant>,
     dispatched: Option<Instant>,
     upstream_ttft: Option<Duration>,
+    /// Prompt tokens sent before it and still being prefilled when it was
+    /// sent: what its first token waited for besides its own prompt.
+    prefill_ahead: u64,
     overhead: Duration,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
@@ -207,6 +210,7 @@ pub(crate) struct Core {
     running: BTreeSet<(Instant, Key)>,
     pool: Pool,
     estimator: Estimator,
+    show_rate: ShowRate,
     upstreams: HashMap<UpId, Upstream>,
     next_up: UpId,
     transport: Box<dyn Transport>,
@@ -226,6 +230,7 @@ impl Core {
             generate: Batcher::new(cfg.batcher),
             embed: Batcher::new(cfg.batcher),
             estimator: Estimator::new(&cfg.admission),
+            show_rate: ShowRate::default(),
             next_health: cfg.health_interval.map(|_| Instant::now()),
             cfg,
             sinks: HashMap::new(),
@@ -335,10 +340,12 @@ impl Core {
         if self.generate.push(key, now).is_err() {
             return refuse(self, InferenceError::Overloaded);
         }
+        let prompt_tokens = count_prompt_tokens(&req.messages);
+        self.estimator.observe_prompt(prompt_tokens, now);
         self.requests.insert(
             key,
             Req {
-                prompt_tokens: count_prompt_tokens(&req.messages),
+                prompt_tokens,
                 kind: Kind::Generate {
                     messages: req.messages.into(),
                     max_tokens: req.max_tokens,
@@ -353,6 +360,7 @@ impl Core {
                 first_token: None,
                 dispatched: None,
                 upstream_ttft: None,
+                prefill_ahead: 0,
                 overhead: now.saturating_duration_since(req.submitted),
                 finish: None,
                 usage: None,
@@ -410,6 +418,7 @@ impl Core {
                 first_token: None,
                 dispatched: None,
                 upstream_ttft: None,
+                prefill_ahead: 0,
                 overhead: Duration::ZERO,
                 finish: None,
                 usage: None,
@@ -497,7 +506,8 @@ impl Core {
                         let dispatched = r.dispatched.unwrap_or(r.received);
                         let upstream = at.saturating_duration_since(dispatched);
                         r.upstream_ttft = Some(upstream);
-                        self.estimator.observe_ttft(upstream, r.prompt_tokens);
+                        let prefilled = r.prefill_ahead + r.prompt_tokens as u64;
+                        self.estimator.observe_ttft(upstream, prefilled, now);
                         self.shared
                             .stats
                             .ttft
@@ -609,7 +619,7 @@ impl Core {
             endpoint: r.endpoint,
         };
         self.estimator
-            .observe_service(now.saturating_duration_since(dispatched));
+            .observe_service(now.saturating_duration_since(dispatched), now);
         let st = &self.shared.stats;
         st.completed.inc();
         st.overhead.observe(r.overhead);
@@ -827,12 +837,15 @@ impl Core {
     fn dispatch(&mut self, ep: usize, keys: Vec<Key>, now: Instant) {
         let up = self.next_up_id();
         let mut members = Vec::with_capacity(keys.len());
+        let mut ahead = self.prefilling();
         for (index, key) in keys.iter().enumerate() {
             let Some(r) = self.requests.get_mut(key) else {
                 continue;
             };
             r.state = State::Running { up, index };
             r.dispatched = Some(now);
+            r.prefill_ahead = ahead;
+            ahead += r.prompt_tokens as u64;
             r.attempts += 1;
             r.endpoint = ep;
             self.shared
@@ -909,6 +922,25 @@ impl Core {
         self.transport.start(now, up, ep, Call::Embed { texts });
     }
 
+    /// Prompt tokens sent upstream without a first token yet.
+    fn prefilling(&self) -> u64 {
+        self.running
+            .iter()
+            .filter_map(|(_, k)| self.requests.get(k))
+            .filter(|r| r.first_token.is_none())
+            .map(|r| r.prompt_tokens as u64)
+            .sum()
+    }
+
+    /// Prompt tokens of the generation requests queued here.
+    fn queued_tokens(&self) -> u64 {
+        self.requests
+            .values()
+            .filter(|r| r.state == State::Queued && matches!(r.kind, Kind::Generate { .. }))
+            .map(|r| r.prompt_tokens as u64)
+            .sum()
+    }
+
     /// Publishes the admission state and the gauges.
     fn publish(&mut self, now: Instant) {
         let service = self.estimator.service();
@@ -930,6 +962,9 @@ impl Core {
             base_ttft: self.estimator.base_ttft(),
             service,
             waits,
+            prefill_ahead: self.prefilling() + self.queued_tokens(),
+            interval: self.estimator.interval(capacity),
+            show_permille: self.show_rate.update(self.shared.places.counts()),
             unpublished: 0,
         };
         self.shared.published.store(&snap);

@@ -33,14 +33,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use config::{Api, Backend, EndpointConfig, ServiceConfig, IN_PROCESS};
+pub use config::{Api, ApiKey, Backend, EndpointConfig, ServiceConfig, IN_PROCESS};
 
 use self::core::{Cmd, Core, CoreConfig, UpMsg};
-use crate::admission::{self, AdmissionConfig, Busy, Published};
+use crate::admission::{self, AdmissionConfig, Ask, Busy, Places, Published};
 use crate::batcher::BatcherConfig;
 use crate::error::InferenceError;
 use crate::openai::{ChatMessage, FinishReason, Usage};
 use crate::pool::Pool;
+use crate::probe::{ProbeBoard, ProbeReport};
 use crate::runtime::{self, DriverKind};
 use crate::stats::{ClientCounters, Stats};
 
@@ -176,6 +177,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) published: Published,
     pub(crate) admission: AdmissionConfig,
+    /// The line of places booked by refusals.
+    pub(crate) places: Places,
 }
 
 /// The running service. Dropping it shuts it down.
@@ -185,6 +188,7 @@ pub struct Service {
     shared: Arc<Shared>,
     next_client: AtomicU32,
     driver: DriverKind,
+    probes: Arc<ProbeBoard>,
 }
 
 impl Service {
@@ -198,6 +202,7 @@ impl Service {
             stats: Stats::default(),
             published: Published::default(),
             admission: admission.clone(),
+            places: Places::default(),
         });
         // Resolve endpoints here, on the caller's thread (blocking DNS).
         let targets = match &cfg.backend {
@@ -211,6 +216,24 @@ impl Service {
                 .collect::<Result<Vec<_>, InferenceError>>()?,
             Backend::InProcess(_) => Vec::new(),
         };
+        // Loading the system's roots reads files: here too, and only when
+        // some endpoint needs them.
+        let tls = if targets.iter().any(|(_, t, _)| t.tls) {
+            let c = crate::tls::client_config(cfg.ca_file.as_deref())
+                .map_err(|e| InferenceError::Config(e.to_string()))?;
+            Some(c)
+        } else {
+            if let Some(p) = &cfg.ca_file {
+                tracing::warn!(ca_file = %p.display(), "a CA file is set but no endpoint uses https");
+            }
+            None
+        };
+        let probes = Arc::new(ProbeBoard::new(if cfg.probe_at_start {
+            targets.len()
+        } else {
+            0
+        }));
+        let thread_probes = probes.clone();
         let (tx, rx) = flume::unbounded::<Cmd>();
         let (ready_tx, ready_rx) = flume::bounded::<Result<DriverKind, String>>(1);
         let thread_shared = shared.clone();
@@ -227,7 +250,15 @@ impl Service {
                         Relaxed,
                     );
                     let _ = ready.send(Ok(kind));
-                    run(cfg, admission, targets, thread_shared, rx)
+                    run(
+                        cfg,
+                        admission,
+                        targets,
+                        tls,
+                        thread_shared,
+                        thread_probes,
+                        rx,
+                    )
                 });
                 if let Err(e) = r {
                     let _ = ready_tx.send(Err(e.to_string()));
@@ -253,6 +284,7 @@ impl Service {
             shared,
             next_client: AtomicU32::new(1),
             driver,
+            probes,
         })
     }
 
@@ -282,6 +314,14 @@ impl Service {
         &self.shared.stats
     }
 
+    /// The start-up probes' reports (`GET /v1/models` on each endpoint),
+    /// waiting up to `wait` for all of them; those in by then, in endpoint
+    /// order. Empty in-process or with [`ServiceConfig::probe_at_start`] off.
+    /// Each report is also logged as it arrives.
+    pub fn probes(&self, wait: Duration) -> Vec<ProbeReport> {
+        self.probes.wait(wait)
+    }
+
     /// The io driver the service thread runs on.
     pub fn driver(&self) -> DriverKind {
         self.driver
@@ -307,6 +347,51 @@ impl Drop for Service {
     }
 }
 
+/// A place in the service's line, given by [`Client::admit`]: it counts as
+/// ahead of later requests until it is submitted ([`Client::submit`]) or
+/// dropped, whichever thread drops it, so no path that loses a request can
+/// leave admission counting it for ever.
+///
+/// Clones are detached (they hold no place), and all compare equal: a
+/// place is not part of what a job is.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    counters: Option<Arc<ClientCounters>>,
+}
+
+impl Admitted {
+    /// An admission that holds no place (no inference service, or tests).
+    pub fn detached() -> Self {
+        Admitted::default()
+    }
+
+    fn consume(mut self) {
+        self.counters = None;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(c) = self.counters.take() {
+            c.released.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Clone for Admitted {
+    fn clone(&self) -> Self {
+        Admitted::detached()
+    }
+}
+
+impl PartialEq for Admitted {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Admitted {}
+
 /// One gateway worker's handle on the service: `Send` (move it into the
 /// worker), not `Sync` (its counters have one writer).
 pub struct Client {
@@ -319,33 +404,60 @@ pub struct Client {
 }
 
 impl Client {
-    /// Surge admission, decided at once on the calling thread: `Ok` if a
-    /// prompt of `prompt_tokens` tokens is predicted to get its first token
-    /// within the TTFT budget given the queue and the pool's measured pace,
-    /// else [`Busy`] with how long to wait before resending. When no endpoint
-    /// is usable it admits, and the request then fails as unavailable.
+    /// Surge admission, decided at once on the calling thread: an
+    /// [`Admitted`] if the request is predicted to get its first token within
+    /// the TTFT budget given the queue, the prompts ahead and the pool's
+    /// measured pace, else [`Busy`] with how long to wait before resending
+    /// (and, within [`AdmissionConfig::max_retry`], a place in line booked
+    /// for the resend). When no endpoint is usable it admits, and the
+    /// request then fails as unavailable.
     ///
     /// The queue it counts is the one the service last published plus this
     /// client's own requests still on their way to the service thread, so a
-    /// burst from one worker is judged request by request.
-    pub fn admit(&self, prompt_tokens: u32) -> Result<(), Busy> {
+    /// burst from one worker is judged request by request. Submit the
+    /// request with the [`Admitted`]; dropping it instead gives the place
+    /// back.
+    pub fn admit(&self, ask: Ask) -> Result<Admitted, Busy> {
+        let cfg = &self.shared.admission;
+        let now = Instant::now();
         let s = self.admission_snapshot();
-        let r = admission::decide(&s, prompt_tokens, &self.shared.admission);
-        match r {
-            Ok(()) => self.counters.admitted.inc(),
-            Err(_) => self.counters.refused.inc(),
+        let places = &self.shared.places;
+        let line = if ask.holds_place {
+            places.redeem();
+            Duration::ZERO
+        } else {
+            let show = s.show_permille.min(1000) as f64 / 1000.0;
+            places.ahead(now, cfg.ttft_budget).mul_f64(show)
+        };
+        match admission::decide(&s, &ask, line, cfg) {
+            Ok(()) => {
+                self.counters.admitted.inc();
+                Ok(Admitted {
+                    counters: Some(self.counters.clone()),
+                })
+            }
+            Err(excess) => {
+                self.counters.refused.inc();
+                let wait = excess.clamp(cfg.min_retry, cfg.max_retry);
+                let interval = s.interval.max(Duration::from_millis(1));
+                let busy = match places.book(now, now + wait, interval, cfg.max_retry) {
+                    Some(at) => Busy {
+                        retry_after: at.saturating_duration_since(now).max(cfg.min_retry),
+                        place: true,
+                    },
+                    None => Busy {
+                        retry_after: cfg.max_retry,
+                        place: false,
+                    },
+                };
+                Err(busy)
+            }
         }
-        r
     }
 
-    /// The predicted time to first token of a prompt of `prompt_tokens`
-    /// tokens submitted now.
-    pub fn predicted_ttft(&self, prompt_tokens: u32) -> Duration {
-        admission::predict_ttft(
-            &self.admission_snapshot(),
-            prompt_tokens,
-            &self.shared.admission,
-        )
+    /// The predicted time to first token of a request submitted now.
+    pub fn predicted_ttft(&self, ask: Ask) -> Duration {
+        admission::predict_ttft(&self.admission_snapshot(), &ask, &self.shared.admission)
     }
 
     /// The state admission decides from: the service's last published
@@ -356,11 +468,9 @@ impl Client {
         s
     }
 
-    /// Gives back an admission that will not be followed by a request (the
-    /// message it was for could not be stored), so it no longer counts as
-    /// ahead in line.
-    pub fn release(&self) {
-        self.counters.released.inc();
+    /// How late a resend may come after its place and still hold it.
+    pub fn place_grace(&self) -> Duration {
+        self.shared.admission.place_grace
     }
 
     /// The service's counters and histograms (for a worker's `/metrics`).
@@ -368,7 +478,16 @@ impl Client {
         &self.shared.stats
     }
 
-    /// Queues a request (after [`Client::admit`]); its events arrive at the sink.
+    /// Queues a request admitted by [`Client::admit`], its place handed to
+    /// the service's queue; its events arrive at the sink.
+    pub fn submit_admitted(&self, req: GenerateRequest, admitted: Admitted) {
+        // From here the service's `received` count takes over the place.
+        admitted.consume();
+        self.submit(req);
+    }
+
+    /// Queues a request without asking admission; its events arrive at the
+    /// sink.
     pub fn submit(&self, req: GenerateRequest) {
         let id = req.id;
         self.counters.submitted.inc();
@@ -455,7 +574,9 @@ async fn run(
     cfg: ServiceConfig,
     admission: AdmissionConfig,
     targets: Vec<(EndpointConfig, config::Target, std::net::SocketAddr)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     shared: Arc<Shared>,
+    probes: Arc<ProbeBoard>,
     rx: flume::Receiver<Cmd>,
 ) {
     let (up_tx, up_rx) = flume::unbounded::<UpMsg>();
@@ -467,7 +588,13 @@ async fn run(
                 vec![true],
             ),
             Backend::Endpoints(_) => (
-                Box::new(upstream::HttpTransport::new(&targets, &cfg, up_tx.clone())),
+                {
+                    let http = upstream::HttpTransport::new(&targets, &cfg, tls, up_tx.clone());
+                    if cfg.probe_at_start {
+                        http.probe_all(probes);
+                    }
+                    Box::new(http)
+                },
                 targets.iter().map(|(e, _, _)| e.max_sequences).collect(),
                 targets
                     .iter()

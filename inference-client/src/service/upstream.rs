@@ -10,23 +10,31 @@
 //! to abort the sequence. Idle connections are kept per endpoint for reuse;
 //! a request whose reused connection turns out closed before any response
 //! byte is retried once on a fresh one.
+//!
+//! `https` endpoints speak TLS (rustls, [`crate::tls`]) on the same
+//! connections. At start each endpoint is probed ([`HttpTransport::probe_all`]);
+//! a failed call is logged with the endpoint's URL and its cause, at most
+//! once per [`WARN_EVERY`] per endpoint (a count of the others follows), and
+//! health checks log an endpoint going down and coming back.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::Method;
 
-use super::config::{Api, EndpointConfig, ServiceConfig, Target};
+use super::config::{Api, ApiKey, EndpointConfig, ServiceConfig, Target};
 use super::core::{Call, Transport, UpId, UpMsg};
 use crate::error::Fault;
-use crate::http::conn::{read_response, Collect, Conn, ReadFailure, ResponseSink};
+use crate::http::conn::{read_response, Collect, Conn, ReadFailure, ResponseSink, TlsTarget};
 use crate::http::request;
 use crate::http::Part;
 use crate::openai::{self, StreamItem};
+use crate::probe::{self, Health, ProbeBoard, ProbeReport};
 use crate::signal::Signal;
 use crate::sse::SseDecoder;
 
@@ -34,19 +42,34 @@ use crate::sse::SseDecoder;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Largest error body kept for the log.
 const MAX_ERROR_BODY: usize = 4096;
+/// Largest `/v1/models` body the probe reads.
+const MAX_MODELS_BODY: usize = 1024 * 1024;
+/// At most one warning per endpoint this often about failed calls.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// One endpoint as the transport sees it.
 struct Endpoint {
+    /// The URL as configured, for the log.
+    url: String,
     addr: SocketAddr,
+    tls: Option<TlsTarget>,
     authority: String,
     base: String,
     api: Api,
     model: String,
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
     include_usage: bool,
     health_path: String,
     idle: RefCell<Vec<Conn>>,
     max_idle: usize,
+    /// When a failed call was last logged, and how many were not since.
+    last_warn: Cell<Option<Instant>>,
+    unlogged: Cell<u64>,
+    /// The last health check's verdict (to log changes only).
+    healthy: Cell<Option<bool>>,
+    /// The start-up probe reports the first state: the first health
+    /// check's failure is not logged again.
+    probed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -62,7 +85,7 @@ impl Endpoint {
         let idle = self.idle.borrow_mut().pop();
         match idle {
             Some(c) => Ok(c),
-            None => Conn::connect(self.addr, timeout).await,
+            None => Conn::connect(self.addr, self.tls.as_ref(), timeout).await,
         }
     }
 
@@ -86,7 +109,7 @@ impl Endpoint {
             b = b.header(CONTENT_TYPE, "application/json");
         }
         if let Some(k) = &self.api_key {
-            b = b.header(AUTHORIZATION, format!("Bearer {k}"));
+            b = b.header(AUTHORIZATION, format!("Bearer {}", k.expose()));
         }
         let mut out = Vec::with_capacity(256 + body.len());
         match b.body(body) {
@@ -94,6 +117,37 @@ impl Endpoint {
             Err(e) => tracing::error!(error = %e, "cannot build an upstream request"),
         }
         out
+    }
+
+    /// Logs a failed call (`what`: the route) with the URL and its cause,
+    /// rate-limited; a 429 or 503 with `Retry-After` is the server pacing
+    /// us, not a failure, and goes to the debug log.
+    fn log_failure(&self, what: &str, fault: &Fault) {
+        let cause = probe::explain(fault, &self.model, self.api_key.is_some());
+        if fault.overloaded().is_some() {
+            tracing::debug!(endpoint = %self.url, "inference endpoint {}: {what} paced: {cause}", self.url);
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_warn
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < WARN_EVERY)
+        {
+            self.unlogged.set(self.unlogged.get() + 1);
+            return;
+        }
+        self.last_warn.set(Some(now));
+        let unlogged = self.unlogged.replace(0);
+        if unlogged > 0 {
+            tracing::warn!(
+                endpoint = %self.url,
+                "inference endpoint {}: {what} failed: {cause} ({unlogged} more failed calls not logged since the last warning)",
+                self.url
+            );
+        } else {
+            tracing::warn!(endpoint = %self.url, "inference endpoint {}: {what} failed: {cause}", self.url);
+        }
     }
 
     /// Sends `req` and reads the response into `sink`, retrying once on a
@@ -241,26 +295,44 @@ pub(crate) struct HttpTransport {
 }
 
 impl HttpTransport {
+    /// The transport for `targets`; `tls` is the client settings for the
+    /// `https` ones (made by [`crate::tls::client_config`]).
     pub(crate) fn new(
         targets: &[(EndpointConfig, Target, SocketAddr)],
         cfg: &ServiceConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
         tx: flume::Sender<UpMsg>,
     ) -> Self {
         HttpTransport {
             endpoints: targets
                 .iter()
                 .map(|(e, t, addr)| {
+                    let tls = match (&tls, t.tls) {
+                        (Some(config), true) => {
+                            crate::tls::server_name(&t.host).ok().map(|name| TlsTarget {
+                                config: config.clone(),
+                                name,
+                            })
+                        }
+                        _ => None,
+                    };
                     Rc::new(Endpoint {
+                        url: e.url.clone(),
                         addr: *addr,
+                        tls,
                         authority: t.authority.clone(),
                         base: t.base.clone(),
                         api: e.api,
                         model: e.model.clone().unwrap_or_else(|| cfg.model.clone()),
-                        api_key: e.api_key.clone(),
+                        api_key: e.api_key.clone().or_else(|| cfg.api_key.clone()),
                         include_usage: e.include_usage,
                         health_path: e.health_path.clone(),
                         idle: RefCell::new(Vec::new()),
                         max_idle: e.max_sequences,
+                        last_warn: Cell::new(None),
+                        unlogged: Cell::new(0),
+                        healthy: Cell::new(None),
+                        probed: cfg.probe_at_start,
                     })
                 })
                 .collect(),
@@ -275,6 +347,43 @@ impl HttpTransport {
                 read: cfg.read_timeout,
                 health: cfg.health_timeout,
             },
+        }
+    }
+
+    /// Probes every endpoint with `GET /v1/models`, once, in the
+    /// background: logs its URL and what it found (the models it serves and
+    /// whether the configured one is among them; a refused key; why it
+    /// cannot be reached), and posts the report on `board`.
+    pub(crate) fn probe_all(&self, board: Arc<ProbeBoard>) {
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let ep = ep.clone();
+            let board = board.clone();
+            let t = self.timeouts;
+            let req = ep.request(Method::GET, "/v1/models", "application/json", Vec::new());
+            monoio::spawn(async move {
+                let limit = t.health + t.connect;
+                let call =
+                    ep.exchange(req, t, t.health, || Box::new(Collect::new(MAX_MODELS_BODY)));
+                let health = match monoio::time::timeout(limit, call).await {
+                    Ok(Ok(sink)) => {
+                        let (status, _, body) = sink.outcome();
+                        probe::judge(status, body, &ep.model, ep.api_key.is_some())
+                    }
+                    Ok(Err(fault)) => probe::unreachable(&fault),
+                    Err(_) => Health::Unreachable(format!("no reply within {limit:?}")),
+                };
+                let report = ProbeReport {
+                    url: ep.url.clone(),
+                    model: ep.model.clone(),
+                    health,
+                };
+                if report.is_ready() {
+                    tracing::info!(endpoint = %ep.url, "inference endpoint {}: {report}", ep.url);
+                } else {
+                    tracing::warn!(endpoint = %ep.url, "inference endpoint {}: {report}", ep.url);
+                }
+                board.post(i, report);
+            });
         }
     }
 }
@@ -337,6 +446,9 @@ impl Transport for HttpTransport {
                                 },
                                 Err(fault) => UpMsg::Fault { up, fault },
                             };
+                            if let UpMsg::Fault { fault, .. } = &msg {
+                                ep.log_failure(path, fault);
+                            }
                             let _ = tx.send(msg);
                         }
                         _ = cancel.wait() => {}
@@ -361,6 +473,9 @@ impl Transport for HttpTransport {
                                 },
                                 Err(fault) => UpMsg::Fault { up, fault },
                             };
+                            if let UpMsg::Fault { fault, .. } = &msg {
+                                ep.log_failure("/v1/embeddings", fault);
+                            }
                             let _ = tx.send(msg);
                         }
                         _ = cancel.wait() => {}
@@ -391,10 +506,36 @@ impl Transport for HttpTransport {
         let req = ep.request(Method::GET, &ep.health_path, "*/*", Vec::new());
         monoio::spawn(async move {
             let call = ep.exchange(req, t, t.health, || Box::new(Collect::new(MAX_ERROR_BODY)));
-            let ok = match monoio::time::timeout(t.health + t.connect, call).await {
-                Ok(Ok(sink)) => (200..300).contains(&sink.outcome().0),
-                _ => false,
+            let limit = t.health + t.connect;
+            let verdict = match monoio::time::timeout(limit, call).await {
+                Ok(Ok(sink)) => match sink.outcome() {
+                    (200..=299, _, _) => Ok(()),
+                    (s, ra, body) => Err(probe::explain(
+                        &status_fault(s, ra, body),
+                        &ep.model,
+                        ep.api_key.is_some(),
+                    )),
+                },
+                Ok(Err(fault)) => Err(fault.to_string()),
+                Err(_) => Err(format!("no reply within {limit:?}")),
             };
+            let ok = verdict.is_ok();
+            // Log changes only: an endpoint going down, or coming back.
+            match (ep.healthy.replace(Some(ok)), verdict) {
+                (None, Err(_)) if ep.probed => {}
+                (Some(true) | None, Err(why)) => tracing::warn!(
+                    endpoint = %ep.url,
+                    "inference endpoint {}: health check {} failed: {why}",
+                    ep.url,
+                    ep.health_path
+                ),
+                (Some(false), Ok(())) => tracing::info!(
+                    endpoint = %ep.url,
+                    "inference endpoint {}: health check passes again",
+                    ep.url
+                ),
+                _ => {}
+            }
             running.set(false);
             let _ = tx.send(UpMsg::Health { endpoint, ok });
         });

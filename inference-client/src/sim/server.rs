@@ -9,6 +9,11 @@
 //! current one). Streams are `text/event-stream` in chunked transfer coding,
 //! in the chunk format vLLM writes.
 //!
+//! Like a real server it can demand a bearer key on `/v1/` routes
+//! ([`ServerConfig::api_key`]: 401 otherwise) and serve one model only
+//! ([`ServerConfig::model_required`]: 404 for another name), both with
+//! OpenAI's error body, and it can speak TLS ([`ServerConfig::tls`]).
+//!
 //! One [`Engine`] schedules every sequence of every connection; a driver task
 //! sleeps until its next iteration ends and hands the tokens to the
 //! connections' mailboxes. A client that goes away is noticed when a write to
@@ -22,10 +27,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
+use std::sync::Arc;
+
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
+};
 use http::{Method, StatusCode};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpListener;
 use serde::{Deserialize, Serialize};
 
 use super::answer::{compose, split_pieces};
@@ -38,6 +46,7 @@ use crate::http::response::encode_head;
 use crate::openai::{self, ChatDelta, ChatMessage, ChunkMeta, FinishReason, Role, Usage};
 use crate::runtime::{self, IoDriver};
 use crate::signal::Signal;
+use crate::tls::Stream;
 use crate::tokens::{count_prompt_tokens, count_tokens};
 
 /// Faults to inject, for tests of the client's failure handling. Settable at
@@ -119,8 +128,16 @@ pub struct TtftSummary {
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The model name it serves (`--model`).
+    /// The model name it serves and reports (`--model`).
     pub model: String,
+    /// Answer requests that name another model with 404, as a real server
+    /// does (`--model` given); otherwise any name is accepted.
+    pub model_required: bool,
+    /// Demand `Authorization: Bearer <key>` on `/v1/` routes; 401 otherwise
+    /// (`--api-key`).
+    pub api_key: Option<String>,
+    /// Speak TLS with these settings (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The latency model.
     pub latency: LatencyModel,
     /// Most tokens per answer, whatever the request asks (`--max-tokens`).
@@ -137,6 +154,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             model: "sim".into(),
+            model_required: false,
+            api_key: None,
+            tls: None,
             latency: LatencyModel::default(),
             max_tokens: 256,
             embedding_dim: super::embed::DEFAULT_DIM,
@@ -145,6 +165,10 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// The model name the client sends when none is configured
+/// ([`crate::ServiceConfig::model`]'s default).
+const DEFAULT_CLIENT_MODEL: &str = "default";
 
 /// Tokens waiting for one response: `(choice index, event)`.
 #[derive(Default)]
@@ -210,9 +234,22 @@ pub fn serve(
         monoio::spawn(drive(sim.clone()));
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    monoio::spawn(connection(sim.clone(), stream));
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let sim = sim.clone();
+                    monoio::spawn(async move {
+                        let stream = match &sim.cfg.tls {
+                            None => Stream::Plain(tcp),
+                            Some(tls) => match Stream::accept_tls(tcp, tls.clone()).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                            },
+                        };
+                        connection(sim, stream).await
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -327,7 +364,7 @@ fn unix_now() -> u64 {
 }
 
 /// One client connection: requests in turn (keep-alive).
-async fn connection(sim: Rc<Sim>, mut stream: TcpStream) {
+async fn connection(sim: Rc<Sim>, mut stream: Stream) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
@@ -364,7 +401,7 @@ async fn connection(sim: Rc<Sim>, mut stream: TcpStream) {
 /// Answers one request; `Ok(false)` when the connection must close.
 async fn route(
     sim: &Rc<Sim>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     head: &RequestHead,
     body: &[u8],
 ) -> io::Result<bool> {
@@ -386,7 +423,17 @@ async fn route(
             }
         }
         (&Method::GET, "/v1/models") => {
-            let body = openai::models_response(&sim.cfg.model).into_bytes();
+            if let Some(r) = refuse(sim, stream, head, b"", keep).await {
+                return r;
+            }
+            // Serving any name, it lists the client's default name too, so
+            // the probe of a setup that names no model reports it ready.
+            let body = if sim.cfg.model_required || sim.cfg.model == DEFAULT_CLIENT_MODEL {
+                openai::models_response(&[sim.cfg.model.as_str()])
+            } else {
+                openai::models_response(&[sim.cfg.model.as_str(), DEFAULT_CLIENT_MODEL])
+            }
+            .into_bytes();
             respond(stream, StatusCode::OK, "application/json", body, keep).await
         }
         (&Method::GET, "/admin/stats") => {
@@ -402,6 +449,9 @@ async fn route(
             Err(e) => respond_error(stream, StatusCode::BAD_REQUEST, &e.to_string(), keep).await,
         },
         (&Method::POST, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+            if let Some(r) = refuse(sim, stream, head, body, keep).await {
+                return r;
+            }
             if let Some(r) = inject(sim, stream, keep).await {
                 return r;
             }
@@ -441,8 +491,74 @@ async fn route(
     }
 }
 
+/// Why a `/v1/` request is refused before any work, as a real server would:
+/// no or the wrong bearer key (401), a model it does not serve (404).
+/// Sans-IO; `body` is the request's JSON (empty for `GET /v1/models`).
+pub fn check_request(
+    cfg: &ServerConfig,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(), (StatusCode, String, &'static str)> {
+    if let Some(key) = &cfg.api_key {
+        let given = authorization.and_then(|a| a.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+                        .into(),
+                    "invalid_api_key",
+                ))
+            }
+            Some(k) if k.trim() != key => {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "Incorrect API key provided.".into(),
+                    "invalid_api_key",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if cfg.model_required && !body.is_empty() {
+        #[derive(Deserialize)]
+        struct Named {
+            model: Option<String>,
+        }
+        let named = serde_json::from_slice::<Named>(body)
+            .ok()
+            .and_then(|n| n.model);
+        if let Some(m) = named.filter(|m| *m != cfg.model) {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("The model `{m}` does not exist."),
+                "model_not_found",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Answers 401 or 404 when [`check_request`] refuses the request.
+async fn refuse(
+    sim: &Rc<Sim>,
+    stream: &mut Stream,
+    head: &RequestHead,
+    body: &[u8],
+    keep: bool,
+) -> Option<io::Result<bool>> {
+    let auth = head
+        .request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, message, code) = check_request(&sim.cfg, auth, body).err()?;
+    let body = openai::error_body_coded(&message, "invalid_request_error", code).into_bytes();
+    Some(respond(stream, status, "application/json", body, keep).await)
+}
+
 /// Answers with an injected fault, if one applies.
-async fn inject(sim: &Rc<Sim>, stream: &mut TcpStream, keep: bool) -> Option<io::Result<bool>> {
+async fn inject(sim: &Rc<Sim>, stream: &mut Stream, keep: bool) -> Option<io::Result<bool>> {
     let f = sim.faults.borrow().clone();
     let fail = f.fail_rate > 0.0 && sim.rng.borrow_mut().f64() < f.fail_rate;
     if !(f.garbage || f.http_status.is_some() || fail) {
@@ -483,7 +599,7 @@ enum Format {
     Completions,
 }
 
-async fn chat(sim: &Rc<Sim>, stream: &mut TcpStream, body: &[u8], keep: bool) -> io::Result<bool> {
+async fn chat(sim: &Rc<Sim>, stream: &mut Stream, body: &[u8], keep: bool) -> io::Result<bool> {
     sim.stats.borrow_mut().chat_requests += 1;
     let req: openai::ChatRequestIn = match serde_json::from_slice(body).map_err(bad_request) {
         Ok(r) => r,
@@ -539,7 +655,7 @@ async fn chat(sim: &Rc<Sim>, stream: &mut TcpStream, body: &[u8], keep: bool) ->
 
 async fn completions(
     sim: &Rc<Sim>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     body: &[u8],
     keep: bool,
 ) -> io::Result<bool> {
@@ -610,7 +726,7 @@ async fn completions(
 
 async fn embeddings(
     sim: &Rc<Sim>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     body: &[u8],
     keep: bool,
 ) -> io::Result<bool> {
@@ -670,7 +786,7 @@ fn sse(out: &mut Vec<u8>, data: &str) {
 #[allow(clippy::too_many_arguments)]
 async fn stream_out(
     sim: &Rc<Sim>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mailbox: &Mailbox,
     seqs: &[SeqId],
     meta: ChunkMeta<'_>,
@@ -783,7 +899,7 @@ async fn stream_out(
 }
 
 /// Holds a stalled stream open until the client closes its end.
-async fn wait_for_close(stream: &mut TcpStream) {
+async fn wait_for_close(stream: &mut Stream) {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let (r, b) = stream.read(buf).await;
@@ -796,7 +912,7 @@ async fn wait_for_close(stream: &mut TcpStream) {
 }
 
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     b: http::response::Builder,
     body: Vec<u8>,
     keep: bool,
@@ -815,7 +931,7 @@ async fn write_response(
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: StatusCode,
     content_type: &str,
     body: Vec<u8>,
@@ -829,7 +945,7 @@ async fn respond(
 }
 
 async fn respond_error(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     status: StatusCode,
     message: &str,
     keep: bool,

@@ -1,4 +1,5 @@
-//! The eval set (`eval/shop/`, `eval/questions.toml`) and its measures,
+//! The eval set (`eval/shop/`; the tuning questions `eval/questions.toml`
+//! and the held-out ones `eval/questions-holdout.toml`) and its measures,
 //! shared by the tests and the retrieval bench.
 #![allow(dead_code)]
 
@@ -24,11 +25,23 @@ pub fn shop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("eval/shop")
 }
 
-/// Every question of `eval/questions.toml`.
+/// Every question of `eval/questions.toml` (the set things are tuned on).
 pub fn questions() -> Vec<Question> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("eval/questions.toml");
-    let text = std::fs::read_to_string(&path).expect("eval/questions.toml");
-    let f: File = toml::from_str(&text).expect("questions.toml parses");
+    questions_in("questions.toml")
+}
+
+/// Every question of `eval/questions-holdout.toml` (never tuned on).
+pub fn holdout() -> Vec<Question> {
+    questions_in("questions-holdout.toml")
+}
+
+/// Every question of `eval/NAME`.
+pub fn questions_in(name: &str) -> Vec<Question> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("eval")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("eval/{name}: {e}"));
+    let f: File = toml::from_str(&text).unwrap_or_else(|e| panic!("eval/{name}: {e}"));
     f.question
 }
 
@@ -128,4 +141,33 @@ pub fn best_threshold(answerable: &[f32], unanswerable: &[f32]) -> (f32, f64) {
         }
     }
     best
+}
+
+/// The demo's four questions of issue 12 (the first a follow-up of the one
+/// before it), with what the answer must hold, as (previous, question,
+/// expected words).
+pub const DEMO_QUESTIONS: &[(Option<&str>, &str, &str)] = &[
+    (None, "what is your phone number?", "1-800-555-0148"),
+    (None, "can I return sale items?", "Final Sale"),
+    (
+        Some("how long does shipping to Canada take?"),
+        "and to Japan?",
+        "7 to 14 business days",
+    ),
+];
+
+/// The simulator's answer for `question` from `kb`'s top 5, searched as the
+/// gateway does (a short follow-up with the question before it), and the
+/// confidence.
+pub fn demo_answer(kb: &KnowledgeBase, previous: Option<&str>, question: &str) -> (String, f32) {
+    let query = match previous {
+        Some(p) => format!("{p} {question}"),
+        None => question.to_string(),
+    };
+    let hits = kb.search(&query, 5);
+    let block = knowledge::sources_block(&hits);
+    let sources = block.strip_prefix("Sources:\n").unwrap_or_default();
+    let answer = inference_client::sim::answer::answer_in_context(sources, question, previous)
+        .unwrap_or_default();
+    (answer, kb.confidence(&hits))
 }

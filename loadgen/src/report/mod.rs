@@ -122,8 +122,38 @@ pub struct Sessions {
     pub rss_baseline_bytes: u64,
     /// Resident memory at the peak.
     pub rss_peak_bytes: u64,
-    /// (peak - baseline) / peak sessions: loadgen's memory per client session.
+    /// (peak - baseline) / peak sessions: loadgen's memory per client
+    /// session; `null` below [`PER_SESSION_MIN`] sessions, where the
+    /// process's own growth (buffers, histograms, threads) would be most of it.
     pub bytes_per_session: Option<u64>,
+    /// Connects started during warm-up (not measured, not in `attempted`).
+    #[serde(default)]
+    pub warmup_attempted: u64,
+    /// Of those, reached `welcome`.
+    #[serde(default)]
+    pub warmup_opened: u64,
+}
+
+/// Fewest sessions at the peak for a per-session memory figure.
+pub const PER_SESSION_MIN: u64 = 1000;
+
+/// More than this share of messages answered `busy` earns a warning.
+pub const BUSY_WARN_SHARE: f64 = 0.2;
+
+/// The warning for a run where more than [`BUSY_WARN_SHARE`] of the `sent`
+/// messages came back `busy`, saying what that means; `None` otherwise.
+pub fn busy_warning(busy: u64, sent: u64) -> Option<String> {
+    if sent == 0 || (busy as f64) <= BUSY_WARN_SHARE * sent as f64 {
+        return None;
+    }
+    Some(format!(
+        "{busy} of {sent} messages ({:.0}%) came back `busy`: the server refused them as over \
+         capacity, because the offered rate exceeds what it admits within its TTFT budget. \
+         Busy messages are refusals, not failures of the server's latency: the latency figures \
+         are of the messages it admitted. Lower --rate, or raise the server's capacity, to \
+         measure it below saturation.",
+        100.0 * busy as f64 / sent as f64
+    ))
 }
 
 /// Messages.
@@ -216,6 +246,10 @@ pub struct Report {
     pub verdict: String,
     /// Things the user should know.
     pub warnings: Vec<String>,
+    /// Set when more than a fifth of the messages came back `busy`: what
+    /// that means ([`busy_warning`]).
+    #[serde(default)]
+    pub busy_warning: Option<String>,
 }
 
 /// What [`Report::assemble`] needs besides the measurements.
@@ -317,9 +351,11 @@ impl Report {
                 opened: c.sessions_opened,
                 rss_baseline_bytes: ctx.rss_baseline_bytes,
                 rss_peak_bytes: ctx.rss_peak_bytes,
-                bytes_per_session: (ctx.peak_open > 0).then(|| {
+                bytes_per_session: (ctx.peak_open >= PER_SESSION_MIN).then(|| {
                     ctx.rss_peak_bytes.saturating_sub(ctx.rss_baseline_bytes) / ctx.peak_open
                 }),
+                warmup_attempted: c.warmup_sessions_attempted,
+                warmup_opened: c.warmup_sessions_opened,
             },
             messages: Messages {
                 sent: c.sent,
@@ -343,6 +379,7 @@ impl Report {
             budgets,
             verdict,
             warnings,
+            busy_warning: busy_warning(c.error(ErrorKind::Busy), c.sent),
             scenario: ctx.scenario,
             shards: ctx.shards,
         }
@@ -372,6 +409,8 @@ impl Report {
             good: self.messages.good,
             sessions_attempted: self.sessions.attempted,
             sessions_opened: self.sessions.opened,
+            warmup_sessions_attempted: self.sessions.warmup_attempted,
+            warmup_sessions_opened: self.sessions.warmup_opened,
             late: self.messages.late,
             ..Counters::default()
         };
@@ -530,10 +569,91 @@ pub(crate) mod tests {
         );
         assert_eq!(r.errors["busy"], 1);
         assert_eq!(r.messages.errors, 1);
-        assert_eq!(r.sessions.bytes_per_session, Some(2_000));
+        assert_eq!(
+            r.sessions.bytes_per_session, None,
+            "10 sessions are too few for a per-session figure"
+        );
+        assert_eq!(r.busy_warning, None, "1 busy of 1000");
         assert_eq!(r.goodput.percent, Some(99.0));
         assert_eq!(r.verdict, "fail", "{:?}", r.budgets);
         assert!(r.budgets[0].pass && !r.budgets[1].pass);
+    }
+
+    #[test]
+    fn per_session_memory_needs_a_meaningful_count() {
+        let at = |peak_open: u64| {
+            let mut r = Recorder::default();
+            let sc = Scenario::simple("ws://127.0.0.1:1/ws", 10, 1.0, Duration::from_secs(1));
+            let ctx = Context {
+                scenario: sc,
+                shards: vec![],
+                started_at_unix_ms: 0,
+                elapsed_s: 1.0,
+                measured_s: 1.0,
+                complete: true,
+                peak_open,
+                rate_per_s: 1.0,
+                rss_baseline_bytes: 10_000_000,
+                rss_peak_bytes: 14_000_000,
+                warnings: vec![],
+            };
+            Report::assemble(&r.take(), ctx).sessions.bytes_per_session
+        };
+        // The defect: 2 sessions reported the process's growth as ~2 MB each.
+        assert_eq!(at(2), None);
+        assert_eq!(at(PER_SESSION_MIN - 1), None);
+        assert_eq!(at(2000), Some(2_000));
+    }
+
+    #[test]
+    fn a_busy_fifth_warns_and_says_what_it_means() {
+        assert_eq!(busy_warning(0, 0), None);
+        assert_eq!(busy_warning(20, 100), None, "a fifth exactly is not more");
+        let w = busy_warning(21, 100).expect("a warning");
+        for part in [
+            "21 of 100",
+            "over capacity",
+            "TTFT budget",
+            "--rate",
+            "not failures",
+        ] {
+            assert!(w.contains(part), "{part} missing: {w}");
+        }
+        let mut r = Recorder::default();
+        r.counters().sent = 10;
+        for _ in 0..3 {
+            r.error(ErrorKind::Busy);
+        }
+        let mut sample = sample(1, &[]);
+        sample.busy_warning = None;
+        let ctx = Context {
+            scenario: sample.scenario.clone(),
+            shards: vec![],
+            started_at_unix_ms: 0,
+            elapsed_s: 1.0,
+            measured_s: 1.0,
+            complete: true,
+            peak_open: 1,
+            rate_per_s: 10.0,
+            rss_baseline_bytes: 0,
+            rss_peak_bytes: 0,
+            warnings: vec![],
+        };
+        let rep = Report::assemble(&r.take(), ctx);
+        assert!(rep
+            .busy_warning
+            .as_deref()
+            .is_some_and(|w| w.contains("3 of 10")));
+        let json = serde_json::to_value(&rep).expect("json");
+        assert!(
+            json["busy_warning"].as_str().is_some(),
+            "a field of the report"
+        );
+        let merged = merge(&[rep.clone(), rep], None).expect("merge");
+        assert!(merged
+            .busy_warning
+            .as_deref()
+            .is_some_and(|w| w.contains("6 of 20")));
     }
 
     #[test]

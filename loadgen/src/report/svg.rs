@@ -2,6 +2,7 @@
 //! spreads the tail (0%, 90%, 99%, 99.9%, ...: each step ten times closer to
 //! 100%), the y axis is logarithmic so that `rtt` in microseconds and `reply`
 //! in seconds share one chart; latency budgets are drawn as dashed lines.
+//! The legend sits under the chart, where it hides no curve.
 
 use std::fmt::Write;
 
@@ -13,11 +14,14 @@ use crate::metrics::Figure;
 use crate::units::format_us;
 
 const W: f64 = 900.0;
+/// Height of the chart and its axes, without the legend below them.
 const H: f64 = 520.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
+/// One legend row.
+const LEGEND_ROW: f64 = 18.0;
 /// Rightmost point: 99.999%.
 const MAX_NINES: f64 = 5.0;
 
@@ -102,12 +106,14 @@ pub fn render(r: &Report, hists: &[(Figure, Histogram<u64>)]) -> String {
         TOP + ph * (1.0 - (us.max(y_lo).log10() - y_lo.log10()) / (y_hi.log10() - y_lo.log10()))
     };
 
+    // The legend's rows go below the axes' labels: the document grows.
+    let total_h = H + LEGEND_ROW * with_data.len() as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="12">"#
     );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<rect width="{W}" height="{total_h}" fill="white"/>"#);
     let title = format!(
         "Latency by percentile: {} ({} messages, {:.0}/s)",
         r.scenario.url, r.messages.sent, r.messages.rate_per_s
@@ -201,8 +207,8 @@ pub fn render(r: &Report, hists: &[(Figure, Histogram<u64>)]) -> String {
             colour(*f),
             pts.join(" ")
         );
-        let ly = TOP + 16.0 + 18.0 * i as f64;
-        let lx = LEFT + 12.0;
+        let ly = H + LEGEND_ROW * i as f64;
+        let lx = LEFT;
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="3"/>"#,
@@ -264,6 +270,37 @@ mod tests {
         );
         assert!(svg.contains("rtt.p99&lt;2ms"));
         assert!(svg.contains("99.999%"));
+    }
+
+    #[test]
+    fn the_legend_is_below_the_chart() {
+        let r = crate::report::tests::sample(1, &[]);
+        let iv = r.to_interval().unwrap();
+        let hists: Vec<(Figure, Histogram<u64>)> = Figure::ALL
+            .iter()
+            .map(|&f| (f, iv.figure(f).clone()))
+            .collect();
+        let svg = render(&r, &hists);
+        let plot_bottom = H - BOTTOM;
+        // A legend entry is a thick line and its text.
+        let rows: Vec<f64> = svg
+            .lines()
+            .filter(|l| l.contains(r#"stroke-width="3""#))
+            .map(|l| {
+                let y = l.split("y1=\"").nth(1).and_then(|v| v.split('"').next());
+                y.and_then(|v| v.parse().ok()).expect("a y1")
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "{svg}");
+        for y in &rows {
+            assert!(
+                *y > plot_bottom + 40.0,
+                "legend row at {y} inside the chart"
+            );
+        }
+        let height = format!(r#"height="{}""#, H + 3.0 * LEGEND_ROW);
+        assert!(svg.contains(&height), "the document grows to hold it");
+        assert!(rows.iter().all(|y| *y < H + 3.0 * LEGEND_ROW));
     }
 
     #[test]

@@ -46,20 +46,33 @@ pub fn render(r: &Report) -> String {
         shards
     );
     let ss = &r.sessions;
-    let _ = writeln!(
-        s,
-        "sessions   peak {} open; {} of {} opened{}",
-        ss.peak_open,
-        ss.opened,
-        ss.attempted,
-        ss.bytes_per_session
-            .map(|b| format!(
-                "; {} resident per session ({} at peak)",
-                bytes(b),
-                bytes(ss.rss_peak_bytes)
-            ))
-            .unwrap_or_default()
-    );
+    // Sessions opened in warm-up are not measured, but they are opened: a
+    // closed-model run opens them all then.
+    let opened = if ss.warmup_attempted > 0 {
+        format!(
+            "{} of {} opened ({} of {} during warm-up, not measured)",
+            ss.opened + ss.warmup_opened,
+            ss.attempted + ss.warmup_attempted,
+            ss.warmup_opened,
+            ss.warmup_attempted
+        )
+    } else {
+        format!("{} of {} opened", ss.opened, ss.attempted)
+    };
+    let memory = match ss.bytes_per_session {
+        Some(b) => format!(
+            "; {} resident per session ({} at peak)",
+            bytes(b),
+            bytes(ss.rss_peak_bytes)
+        ),
+        None if ss.rss_peak_bytes > 0 => format!(
+            "; {} resident at peak (the whole process; per session from {} sessions)",
+            bytes(ss.rss_peak_bytes),
+            super::PER_SESSION_MIN
+        ),
+        None => String::new(),
+    };
+    let _ = writeln!(s, "sessions   peak {} open; {opened}{memory}", ss.peak_open);
     let m = &r.messages;
     let goodput = match (r.goodput.percent, r.goodput.slos.is_empty()) {
         (Some(p), false) => format!(
@@ -187,12 +200,32 @@ mod tests {
             "goodput 99.00% (ttft:1s)",
             "FAIL",
             "verdict: FAIL (1 of 2 budgets missed)",
-            "per session",
+            "10 of 10 opened;",
+            "resident at peak (the whole process; per session from 1000 sessions)",
         ] {
             assert!(t.contains(part), "{part} missing:\n{t}");
         }
         let ok = crate::report::tests::sample(1, &["rtt.p99<2ms"]);
         assert!(render(&ok).contains("verdict: PASS"));
         assert!(render(&crate::report::tests::sample(1, &[])).contains("no budgets"));
+    }
+
+    #[test]
+    fn warm_up_sessions_are_counted_as_opened() {
+        let mut r = crate::report::tests::sample(1, &[]);
+        // A closed-model run with --warmup: every session opened before measuring.
+        r.sessions.attempted = 0;
+        r.sessions.opened = 0;
+        r.sessions.warmup_attempted = 2;
+        r.sessions.warmup_opened = 2;
+        let t = render(&r);
+        assert!(
+            t.contains("2 of 2 opened (2 of 2 during warm-up, not measured)"),
+            "{t}"
+        );
+        assert!(!t.contains("0 of 0 opened"));
+        r.sessions.bytes_per_session = Some(20 * 1024);
+        r.sessions.peak_open = 5000;
+        assert!(render(&r).contains("20 KiB resident per session"));
     }
 }

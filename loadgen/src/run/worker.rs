@@ -659,9 +659,13 @@ fn open_session(w: &Rc<Worker>) {
     w.next_conn.set(n + 1);
     let now = Instant::now();
     let counted = w.counted_at(now);
+    let mut rec = w.rec.borrow_mut();
     if counted {
-        w.rec.borrow_mut().counters().sessions_attempted += 1;
+        rec.counters().sessions_attempted += 1;
+    } else {
+        rec.counters().warmup_sessions_attempted += 1;
     }
+    drop(rec);
     let conn = Rc::new(Conn {
         n,
         slot: Cell::new(0),

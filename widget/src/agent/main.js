@@ -7,7 +7,7 @@
 import { randomPrefix } from '../chat/outbox.js';
 import { insert, suggest } from './canned.js';
 import { createSocket } from './socket.js';
-import { canTransfer, duration, initial, isTyping, label, reduce, secondsLeft, throttle, waitingSince } from './state.js';
+import { canTransfer, duration, initial, isTyping, label, lineup, reduce, secondsLeft, throttle, waitingSince } from './state.js';
 
 const d = document;
 const $ = (id) => d.getElementById(id);
@@ -404,13 +404,12 @@ function card(c, kind) {
 }
 
 function drawLists() {
-  const offered = Object.keys(s.offers);
-  const offers = offered.map((id) => card(s.queue.find((c) => c.conversation === id) || { conversation: id }, 'offer'));
-  $('offers-s').hidden = !offers.length;
-  fill($('offers'), offers);
-  const queue = s.queue.filter((c) => !offered.includes(c.conversation));
+  const { offered, queue } = lineup(s);
+  $('offers-s').hidden = !offered.length;
+  fill($('offers'), offered.map((c) => card(c, 'offer')));
   fill($('queue'), queue.map((c) => card(c, 'queue')));
-  $('queue-n').textContent = s.queue.length ? `(${s.queue.length})` : '';
+  // The count is of the cards shown under it: an offer is drawn above, not twice.
+  $('queue-n').textContent = queue.length ? `(${queue.length})` : '';
   $('queue-empty').hidden = queue.length > 0;
   fill($('mine'), s.mine.map((id) => card(s.convs[id]?.card || { conversation: id }, 'mine')));
   $('mine-n').textContent = s.mine.length ? `(${s.mine.length})` : '';

@@ -191,6 +191,19 @@ export function reduce(s, action, now = Date.now()) {
 }
 
 /**
+ * The line as the desk draws it: the conversations offered to this agent
+ * (highlighted above the queue, their card when the queue has it) and the
+ * rest of the queue. An offered conversation is in one list, never both.
+ */
+export function lineup(s) {
+  const ids = Object.keys(s.offers);
+  return {
+    offered: ids.map((id) => s.queue.find((c) => c.conversation === id) || { conversation: id }),
+    queue: s.queue.filter((c) => !ids.includes(c.conversation)),
+  };
+}
+
+/**
  * When the card's conversation started waiting, in epoch milliseconds.
  * `waiting_since_ms` is read as an epoch time; a value too small to be one
  * (before 1973) is taken as "waiting this long" at the time it arrived.

@@ -16,9 +16,20 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
   let hold = null; // honouring a retry_after_ms
   let lastTyping = -Infinity;
   const replies = new Set(); // reply ids streaming now
-  const awaiting = new Set(); // acked visitor ids whose answer has not started
+  const awaiting = new Set(); // acked visitor ids whose AI answer has not started
+  // A person is asked for, offered the conversation or holds it: the AI is
+  // silent (the gateway answers nothing until `left`, `none_available` or
+  // the end), so no "Assistant is typing" and no "Talk to a person".
+  let person = false;
 
   const thinking = () => view.thinking(awaiting.size > 0);
+  /** Whether a person has the conversation; what was awaited from the AI never comes. */
+  function withPerson(on) {
+    person = on;
+    awaiting.clear();
+    thinking();
+    view.person(on);
+  }
 
   function settle(id) {
     if (id !== inflight) return;
@@ -80,14 +91,17 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
       settle(inflight);
       view.welcome(m, outbox.list());
       ready = true;
-      thinking();
+      // Where the hand-off stands (an extension of `welcome`, absent while
+      // the AI answers): the events that said so may have reached another page.
+      withPerson(!!m.handoff);
       pump();
     },
     ack(m) {
       settle(m.id);
       outbox.remove(m.id);
       view.state(m.id, 'delivered');
-      awaiting.add(m.id);
+      // With a person, the message goes to them: the AI will not answer it.
+      if (!person) awaiting.add(m.id);
       thinking();
       pump();
     },
@@ -116,16 +130,16 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
       view.agentTyping(m.name);
     },
     agent(m) {
-      // A person answers from here on; the AI's "thinking" would never end.
-      if (m.event === 'joined') {
-        awaiting.clear();
-        thinking();
-        // Whoever just joined hears of the visitor's typing from the first key.
-        lastTyping = -Infinity;
-      }
+      // Queued or joined: a person answers from here on. Left, or nobody
+      // available: the AI is back, for the messages written from now on.
+      if (m.event !== 'message_left') withPerson(m.event === 'queued' || m.event === 'joined');
+      // Whoever just joined hears of the visitor's typing from the first key.
+      if (m.event === 'joined') lastTyping = -Infinity;
       view.handoff(m);
     },
     ended(m) {
+      // The next message opens a new conversation, which the AI answers.
+      withPerson(false);
       view.ended(m.reason);
     },
     error: onError,
@@ -150,7 +164,11 @@ export function createConversation({ outbox, send, view, now = Date.now, timer =
       return m;
     },
     /** "Talk to a person"; false when offline. */
-    human: () => ready && send({ type: 'human' }),
+    human() {
+      if (!(ready && send({ type: 'human' }))) return false;
+      withPerson(true);
+      return true;
+    },
     csat: (score) => ready && send({ type: 'csat', score }),
     /** After `none_available`: a message for the site's agents; false when offline. */
     leave: (email, text) => ready && send({ type: 'leave_message', email, text }),

@@ -48,6 +48,7 @@ const view = createView({
   log: $('log'),
   typing: $('typing'),
   human: $('human'),
+  input: $('input'),
   onScore: (n) => conv.csat(n),
   onLeave: (email, text) => conv.leave(email, text),
   onIncoming: () => open || setUnread(unread + 1),

@@ -3,6 +3,8 @@
 // leave-a-message form and the rating prompt. It is the `view` that conversation.js drives. Text only ever
 // enters the page as text nodes, never as HTML.
 
+import { sourceList } from '../shared/sources.js';
+
 const STATES = {
   queued: 'Not sent yet: it goes out when the connection is back',
   sending: 'Sending…',
@@ -31,7 +33,7 @@ function bubble(cls, who, text) {
   return li;
 }
 
-export function createView({ log, typing, human, onScore, onLeave, onIncoming }) {
+export function createView({ log, typing, human, input, onScore, onLeave, onIncoming }) {
   const mine = new Map(); // visitor message id -> li
   const replies = new Map(); // reply id -> li
   let extras = []; // local lines not in the server's history: {ts, kind, text, li?}
@@ -41,7 +43,9 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
   let agentTimer = null;
   let thinking = false;
   let greeting = '';
+  let docsBase = ''; // the site's docs_base_url: where relative source paths live
   let leaving = null; // the leave-a-message form waiting for `message_left`: {li, email}
+  let asked = false; // the visitor pressed "Talk to a person" and no answer came yet
 
   const nearBottom = () => log.scrollHeight - log.scrollTop - log.clientHeight < 60;
   function add(li, always) {
@@ -77,16 +81,23 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
     return add(li);
   }
 
+  // Each document once, linked where it has an address (shared/sources.js).
+  // Building the list must never throw: the history rebuild runs through it.
   function sources(li, list) {
-    const links = list.filter((s) => /^https?:\/\//.test(s.url)).slice(0, 3);
-    if (!links.length) return;
+    const docs = sourceList(list, docsBase);
+    if (!docs.length) return;
     const ul = el('ul', 'src');
-    for (const s of links) {
-      const a = el('a', '', s.title || s.url);
-      a.href = s.url;
+    ul.setAttribute('aria-label', 'Sources');
+    for (const s of docs) {
+      const item = ul.appendChild(el('li'));
+      if (!s.href) {
+        item.textContent = s.title;
+        continue;
+      }
+      const a = item.appendChild(el('a', '', s.title));
+      a.href = s.href;
       a.target = '_blank';
       a.rel = 'noopener';
-      ul.append(el('li')).append(a);
     }
     li.append(ul);
   }
@@ -187,6 +198,7 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
     /** Rebuilds the transcript from a `welcome`, then the still-queued messages. */
     welcome(m, pending) {
       greeting = m.config?.greeting || '';
+      docsBase = m.config?.docs_base_url || '';
       log.setAttribute('aria-busy', 'true');
       log.replaceChildren();
       mine.clear();
@@ -258,9 +270,10 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
 
     handoff(m) {
       const name = m.name || 'An agent';
-      // Asking again while queued or with a person makes no sense, nor does leaving a message.
-      human.hidden = m.event === 'queued' || m.event === 'joined';
-      if (human.hidden && !leaving) {
+      const justAsked = asked;
+      asked = false;
+      // Leaving a message makes no sense once a person is on the way.
+      if ((m.event === 'queued' || m.event === 'joined') && !leaving) {
         extras = extras.filter((x) => !(x.kind === 'leave' && x.li.querySelector('form') && (x.li.remove(), true)));
       }
       if (m.event === 'queued') {
@@ -281,9 +294,9 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
       // One form at a time: a second "none available" while one waits adds none.
       if (m.event === 'none_available' && !extras.some((x) => x.kind === 'leave' && x.li.querySelector('form'))) {
         const [x] = extra('leave', '', Date.now(), leaveForm());
-        // The visitor just pressed "Talk to a person": on to the form. Typing elsewhere: left alone.
+        // The visitor just pressed "Talk to a person" (hidden since): on to the form. Typing elsewhere: left alone.
         const at = document.activeElement;
-        if (at === human || at === document.body) x.li.querySelector('input').focus();
+        if (at === human || at === document.body || justAsked) x.li.querySelector('input').focus();
       }
       if (m.event === 'message_left') leaveDone();
     },
@@ -298,8 +311,17 @@ export function createView({ log, typing, human, onScore, onLeave, onIncoming })
       extra('note', `Your message was not sent: ${m.message || m.code}`);
     },
 
+    /** A person is asked for or has the conversation: no asking again; the AI back: the chip again. */
+    person(on) {
+      if (on && document.activeElement === human) {
+        // The chip had the focus: it goes to the message field, not to nowhere.
+        asked = true;
+        input.focus();
+      }
+      human.hidden = on;
+    },
+
     ended() {
-      human.hidden = false;
       extra('note', NOTICES.ended);
       csat();
     },

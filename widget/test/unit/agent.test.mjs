@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { cannedMatches, insert, slashWord, suggest } from '../../src/agent/canned.js';
 import { createSocket } from '../../src/agent/socket.js';
-import { canTransfer, duration, initial, isTyping, mergeItems, reduce, secondsLeft, throttle, waitingSince } from '../../src/agent/state.js';
+import { canTransfer, duration, initial, isTyping, lineup, mergeItems, reduce, secondsLeft, throttle, waitingSince } from '../../src/agent/state.js';
 
 const card = (id, extra = {}) => ({ conversation: id, site: 'demo', state: 'queued', reason: 'asked', waiting_since_ms: 1_700_000_000_000, ...extra });
 const item = (seq, from, text, extra = {}) => ({ seq, from, text, ts: 1000 + seq, ...extra });
@@ -193,6 +193,25 @@ describe('desk state', () => {
 });
 
 describe('desk helpers', () => {
+  it('draws an offered conversation above the queue, not in it nor in its count', () => {
+    const now = 1000;
+    let s = reduce(initial(), { type: 'queue', items: [{ conversation: 'c_a', position: 1, state: 'offered' }], total: 1 }, now);
+    s = reduce(s, { type: 'offer', conversation: 'c_a', expires_in_ms: 20000 }, now);
+    let l = lineup(s);
+    assert.deepEqual(l.offered.map((c) => c.conversation), ['c_a']);
+    assert.deepEqual(l.queue, [], 'the count says 0, as "No one is waiting." does');
+    s = reduce(s, { type: 'queue', items: [{ conversation: 'c_a', position: 1 }, { conversation: 'c_b', position: 2 }], total: 2 }, now);
+    l = lineup(s);
+    assert.deepEqual(l.queue.map((c) => c.conversation), ['c_b']);
+    // Declined or lapsed: back in the queue, counted there.
+    s = reduce(s, { type: '@decline', conversation: 'c_a' }, now);
+    assert.deepEqual(lineup(s).queue.map((c) => c.conversation), ['c_a', 'c_b']);
+    assert.deepEqual(lineup(s).offered, []);
+    // An offer whose card has not come yet still shows.
+    s = reduce(s, { type: 'offer', conversation: 'c_z', expires_in_ms: 20000 }, now);
+    assert.deepEqual(lineup(s).offered, [{ conversation: 'c_z' }]);
+  });
+
   it('merges transcript items by seq', () => {
     const a = [item(1, 'visitor', 'a'), item(3, 'ai', 'c')];
     const b = mergeItems(a, [item(2, 'agent', 'b'), item(3, 'ai', 'c')]);

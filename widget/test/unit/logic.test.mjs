@@ -63,6 +63,7 @@ function fakeView() {
     agentMessage: rec('agentMessage'),
     agentTyping: rec('agentTyping'),
     thinking: rec('thinking'),
+    person: rec('person'),
     handoff: rec('handoff'),
     ended: rec('ended'),
     notice: rec('notice'),
@@ -241,7 +242,7 @@ describe('conversation', () => {
     conv.receive({ type: 'token', reply: 'r1', in_reply_to: a.id, text: 'Hel' });
     conv.receive({ type: 'token', reply: 'r1', in_reply_to: a.id, text: 'lo' });
     conv.receive({ type: 'done', reply: 'r1', in_reply_to: a.id, seq: 2, sources: [], confidence: 1 });
-    const names = view.calls.map((c) => c[0]).filter((n) => n !== 'thinking' && n !== 'welcome');
+    const names = view.calls.map((c) => c[0]).filter((n) => n !== 'thinking' && n !== 'welcome' && n !== 'person');
     assert.deepEqual(names, ['replyStart', 'replyToken', 'replyToken', 'replyDone']);
     assert.deepEqual(view.calls.filter((c) => c[0] === 'thinking').at(-1), ['thinking', false]);
   });
@@ -271,6 +272,68 @@ describe('conversation', () => {
     );
     const names = view.calls.map((c) => c[0]);
     for (const n of ['handoff', 'agentMessage', 'ended']) assert.ok(names.includes(n), n);
+  });
+
+  it('shows the assistant typing only while an AI reply is expected: not with a person, not after the end', () => {
+    const { conv, view } = setup();
+    const typing = () => view.calls.filter((c) => c[0] === 'thinking').at(-1)?.[1];
+    const chip = () => !view.calls.filter((c) => c[0] === 'person').at(-1)?.[1];
+    const say = (text) => {
+      const m = conv.submit(text);
+      conv.receive({ type: 'ack', id: m.id, seq: 1 });
+      return m;
+    };
+    conv.receive(welcome());
+    assert.equal(chip(), true);
+    say('a');
+    assert.equal(typing(), true, 'the AI answers');
+    // "Talk to a person": from the click on, the AI is silent and the chip gone.
+    assert.equal(conv.human(), true);
+    assert.equal(typing(), false);
+    assert.equal(chip(), false, 'asked for a person');
+    say('b');
+    assert.equal(typing(), false, 'asked: the message waits for a person');
+    conv.receive({ type: 'agent', event: 'queued', position: 1 });
+    say('c');
+    assert.equal(typing(), false, 'queued or offered');
+    assert.equal(chip(), false);
+    conv.receive({ type: 'agent', event: 'joined', name: 'Ada' });
+    say('d');
+    assert.equal(typing(), false, 'a person holds the conversation');
+    assert.equal(chip(), false);
+    conv.receive({ type: 'agent', event: 'left', name: 'Ada' });
+    assert.equal(chip(), true, 'released: the AI is back');
+    const e = say('e');
+    assert.equal(typing(), true);
+    conv.receive({ type: 'token', reply: 'r5', in_reply_to: e.id, text: 'Hi' });
+    assert.equal(typing(), false);
+    // Held again, a message nobody answered, then resolved.
+    conv.receive({ type: 'agent', event: 'joined', name: 'Ada' });
+    say('f');
+    conv.receive({ type: 'ended', reason: 'resolved' });
+    assert.equal(typing(), false, 'resolved');
+    assert.equal(chip(), true);
+    say('g');
+    assert.equal(typing(), true, 'the next conversation is the AI\'s');
+    // A rule or a low-confidence reply handed over, nobody there: the AI is back.
+    conv.receive({ type: 'agent', event: 'queued', position: 1 });
+    conv.receive({ type: 'agent', event: 'none_available' });
+    assert.equal(typing(), false, 'the message that asked is not answered by the AI');
+    assert.equal(chip(), true);
+  });
+
+  it('takes where the hand-off stands from welcome, after a reload', () => {
+    const { conv, view } = setup();
+    conv.receive(welcome([], { handoff: 'held' }));
+    const chip = () => !view.calls.filter((c) => c[0] === 'person').at(-1)?.[1];
+    assert.equal(chip(), false);
+    const m = conv.submit('still there?');
+    conv.receive({ type: 'ack', id: m.id, seq: 4 });
+    assert.deepEqual(view.calls.filter((c) => c[0] === 'thinking').at(-1), ['thinking', false]);
+    conv.receive(welcome([], { handoff: 'waiting' }));
+    assert.equal(chip(), false);
+    conv.receive(welcome());
+    assert.equal(chip(), true, 'no handoff: the AI answers');
   });
 
   it('tells the server about typing at most every 3 s', () => {

@@ -72,6 +72,7 @@ fn world_with(
         stats: Stats::default(),
         published: Published::default(),
         admission: AdmissionConfig::default(),
+        places: crate::admission::Places::default(),
     });
     let log = Rc::new(RefCell::new(Log::default()));
     let cfg = CoreConfig {
