@@ -159,6 +159,9 @@ struct RunArgs {
     /// Messages are settled by their ack; no tokens or done are awaited.
     #[arg(long)]
     no_replies: bool,
+    /// Send a message refused `busy` once more after its retry_after_ms.
+    #[arg(long)]
+    resend_busy: bool,
     /// A message text (repeatable).
     #[arg(long = "text", value_name = "TEXT")]
     texts: Vec<String>,
@@ -302,6 +305,9 @@ fn build_scenario(a: &RunArgs) -> Result<Scenario, CliError> {
     }
     if a.no_replies {
         sc.replies = false;
+    }
+    if a.resend_busy {
+        sc.resend_busy = true;
     }
     sc.texts.extend(a.texts.iter().cloned());
     if let Some(f) = &a.texts_file {

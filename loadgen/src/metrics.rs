@@ -206,6 +206,13 @@ pub struct Counters {
     /// Of those, sessions that reached `welcome`.
     #[serde(default)]
     pub warmup_sessions_opened: u64,
+    /// `busy` messages sent again after their `retry_after_ms`
+    /// (`--resend-busy`).
+    #[serde(default)]
+    pub resent: u64,
+    /// Of those, acked the second time.
+    #[serde(default)]
+    pub resent_acked: u64,
     /// Frames about a message that had already been settled (a late `ack`
     /// after a timeout, say) or that loadgen never sent. Not errors.
     pub late: u64,
@@ -224,6 +231,8 @@ impl Counters {
         self.sessions_opened += other.sessions_opened;
         self.warmup_sessions_attempted += other.warmup_sessions_attempted;
         self.warmup_sessions_opened += other.warmup_sessions_opened;
+        self.resent += other.resent;
+        self.resent_acked += other.resent_acked;
         self.late += other.late;
         for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
             *a += b;

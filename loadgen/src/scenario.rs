@@ -80,6 +80,10 @@ fn default_true() -> bool {
 fn default_burstiness() -> f64 {
     1.0
 }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn is_zero(d: &Dur) -> bool {
     d.0.is_zero()
 }
@@ -121,6 +125,11 @@ pub struct Scenario {
     /// an inference backend). When false a message is settled by its `ack`.
     #[serde(default = "default_true")]
     pub replies: bool,
+    /// A message refused `busy` is sent once more, with the same id, after
+    /// its `retry_after_ms` (as the widget does); its figures still count from
+    /// when it was first due.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resend_busy: bool,
     /// Message texts, used in seeded random order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub texts: Vec<String>,
@@ -197,6 +206,7 @@ impl Scenario {
             warmup: Dur::default(),
             timeout: default_timeout(),
             replies: true,
+            resend_busy: false,
             texts: Vec::new(),
             texts_file: None,
             slos: Vec::new(),

@@ -27,6 +27,8 @@ pub const LIMITS: Limits = Limits {
 pub struct SessionConfig {
     /// Whether messages are settled by `done` (true) or by `ack`.
     pub replies: bool,
+    /// A `busy` message is sent once more after its `retry_after_ms`.
+    pub resend_busy: bool,
     /// Objectives defining goodput.
     pub slos: Vec<Slo>,
 }
@@ -89,6 +91,12 @@ struct InFlight {
     last_token: Option<Instant>,
     tokens: u32,
     itl_sum: u64,
+    /// Which of the plan's texts it carries (for a resend).
+    text: u32,
+    /// Refused `busy`: when to send it again.
+    resend_at: Option<Instant>,
+    /// It was sent again after a `busy`.
+    resent: bool,
 }
 
 fn micros(from: Instant, to: Instant) -> u64 {
@@ -149,12 +157,15 @@ impl Session {
     }
 
     /// Sends message `text`, due at `origin` (open model) or sent now (closed
-    /// model); its frame is appended to `out`. Returns its id number.
+    /// model); its frame is appended to `out`. `index` names the text among
+    /// the plan's (a resend after `busy` sends it again). Returns its id
+    /// number.
     #[allow(clippy::too_many_arguments)]
     pub fn send_message(
         &mut self,
         origin: Instant,
         counted: bool,
+        index: u32,
         text: &Text,
         mask: [u8; 4],
         out: &mut Vec<u8>,
@@ -176,7 +187,44 @@ impl Session {
             last_token: None,
             tokens: 0,
             itl_sum: 0,
+            text: index,
+            resend_at: None,
+            resent: false,
         });
+        n
+    }
+
+    /// Sends again, with the same ids, the `busy` messages whose
+    /// `retry_after_ms` has passed by `now`; `texts` are the plan's. Returns
+    /// how many went out.
+    pub fn resend_due(
+        &mut self,
+        now: Instant,
+        texts: &[Text],
+        mask: [u8; 4],
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        rec: &mut Recorder,
+    ) -> u32 {
+        if self.phase != Phase::Open {
+            return 0;
+        }
+        let mut n = 0;
+        for m in &mut self.inflight {
+            let Some(at) = m.resend_at else { continue };
+            let Some(text) = texts.get(m.text as usize) else {
+                continue;
+            };
+            if at <= now {
+                m.resend_at = None;
+                m.resent = true;
+                protocol::encode_message(out, scratch, m.n, text, mask);
+                if m.counted {
+                    rec.counters().resent += 1;
+                }
+                n += 1;
+            }
+        }
         n
     }
 
@@ -373,6 +421,9 @@ fn on_frame(
                 if m.counted {
                     rec.record(Figure::Rtt, rtt);
                     rec.counters().acked += 1;
+                    if m.resent {
+                        rec.counters().resent_acked += 1;
+                    }
                 }
                 if !cfg.replies {
                     let m = inflight.swap_remove(i);
@@ -419,9 +470,32 @@ fn on_frame(
             }
             None => rec.counters().late += 1,
         },
-        ServerFrame::Error { code, id, .. } => {
+        ServerFrame::Error {
+            code,
+            id,
+            retry_after_ms,
+        } => {
             let kind = ErrorKind::from_server_code(&code);
             match find(inflight, id) {
+                // Refused once: counted as busy, sent again when asked.
+                Some(i)
+                    if kind == ErrorKind::Busy
+                        && cfg.resend_busy
+                        && !inflight[i].resent
+                        && inflight[i].resend_at.is_none() =>
+                {
+                    let m = &mut inflight[i];
+                    let wait = Duration::from_millis(retry_after_ms.unwrap_or(0));
+                    m.resend_at = Some(now + wait);
+                    if m.counted {
+                        rec.error(kind);
+                    }
+                }
+                // A resend refused again: settled, its busy already counted.
+                Some(i) if kind == ErrorKind::Busy && inflight[i].resent => {
+                    inflight.swap_remove(i);
+                    progress.settled += 1;
+                }
                 Some(i) => {
                     let m = inflight.swap_remove(i);
                     settle(&m, Some(kind), None, cfg, rec);
@@ -478,6 +552,7 @@ mod tests {
                 s,
                 cfg: SessionConfig {
                     replies,
+                    resend_busy: false,
                     slos: slos.iter().map(|s| s.parse().unwrap()).collect(),
                 },
                 rec: Recorder::default(),
@@ -518,6 +593,7 @@ mod tests {
             self.s.send_message(
                 origin,
                 true,
+                0,
                 &Text::new("hi"),
                 MASK,
                 &mut self.out,
@@ -612,6 +688,44 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_message_is_resent_after_its_retry_after() {
+        let mut r = Rig::new(false, &[]);
+        r.cfg.resend_busy = true;
+        r.send_at(0);
+        r.send_at(0);
+        let busy = |id: &str| {
+            server_frame(&format!(
+                r#"{{"type":"error","code":"busy","message":"full","id":"{id}","retry_after_ms":300}}"#
+            ))
+        };
+        let p = r.feed_at(&busy("m1"), 10);
+        assert_eq!(p.settled, 0, "kept for its resend");
+        let texts = [Text::new("hi")];
+        let resend = |r: &mut Rig, ms: u64| {
+            r.out.clear();
+            let now = r.at(ms);
+            r.s.resend_due(now, &texts, MASK, &mut r.out, &mut r.scratch, &mut r.rec)
+        };
+        assert_eq!(resend(&mut r, 200), 0, "not before its time");
+        assert_eq!(resend(&mut r, 310), 1);
+        assert!(!r.out.is_empty(), "the frame went out");
+        assert_eq!(resend(&mut r, 400), 0, "once only");
+        // Acked the second time; figures from when it was first due.
+        r.feed_at(&server_frame(r#"{"type":"ack","id":"m1","seq":1}"#), 320);
+        // m2: refused, resent, refused again: settled, busy counted once.
+        r.feed_at(&busy("m2"), 330);
+        assert_eq!(resend(&mut r, 700), 1);
+        assert_eq!(r.feed_at(&busy("m2"), 710).settled, 1);
+        let i = r.rec.peek();
+        let c = &i.counters;
+        assert_eq!((c.resent, c.resent_acked, c.acked), (2, 1, 1));
+        assert_eq!(c.error(ErrorKind::Busy), 2);
+        let rtt = i.figure(Figure::Rtt).max();
+        assert!((319_000..=321_000).contains(&rtt), "{rtt}");
+        assert_eq!(r.s.in_flight(), 0);
+    }
+
+    #[test]
     fn busy_and_errors_are_counted_by_code() {
         let mut r = Rig::new(true, &[]);
         r.send_at(0);
@@ -672,6 +786,7 @@ mod tests {
         r.s.send_message(
             origin,
             false,
+            0,
             &Text::new("x"),
             MASK,
             &mut r.out,
@@ -699,6 +814,7 @@ mod tests {
         let mut b = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n".to_vec();
         let cfg = SessionConfig {
             replies: true,
+            resend_busy: false,
             slos: vec![],
         };
         let e = s

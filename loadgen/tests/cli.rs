@@ -427,3 +427,44 @@ rate = 200
         "about 25 + 200 expected, got {sent}"
     );
 }
+
+#[test]
+fn busy_messages_are_resent_after_their_retry_after() {
+    // Every second message refused, each refusal asking for a short wait.
+    let url = server_with(Behaviour {
+        busy_every: 2,
+        ..Behaviour::default()
+    });
+    let json = tmp("resend.json");
+    let out = loadgen(
+        &[
+            "--url",
+            &url,
+            "--sessions",
+            "4",
+            "--rate",
+            "40",
+            "--duration",
+            "1s",
+            "--threads",
+            "1",
+            "--resend-busy",
+            "--json",
+            s(&json),
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = &v["messages"];
+    let (busy, resent, acked) = (
+        m["busy"].as_u64().unwrap(),
+        m["resent"].as_u64().unwrap(),
+        m["resent_acked"].as_u64().unwrap(),
+    );
+    assert!(resent > 0 && resent <= busy, "{m}");
+    assert!(acked > 0 && acked <= resent, "{m}");
+    assert!(stdout.contains("resent "), "{stdout}");
+}

@@ -171,6 +171,13 @@ pub struct Messages {
     pub busy: u64,
     /// Errors other than `busy` (messages and sessions).
     pub errors: u64,
+    /// `busy` messages sent again after their `retry_after_ms` (`--resend-busy`).
+    #[serde(default)]
+    pub resent: u64,
+    /// Of those, acked the second time: how honest the server's
+    /// `retry_after_ms` was.
+    #[serde(default)]
+    pub resent_acked: u64,
     /// Frames about messages already settled (not errors).
     pub late: u64,
     /// Sent per second over the measured stages.
@@ -364,6 +371,8 @@ impl Report {
                 good: c.good,
                 busy: c.error(ErrorKind::Busy),
                 errors: c.errors_total(),
+                resent: c.resent,
+                resent_acked: c.resent_acked,
                 late: c.late,
                 rate_per_s: ctx.rate_per_s,
             },
@@ -412,6 +421,8 @@ impl Report {
             warmup_sessions_attempted: self.sessions.warmup_attempted,
             warmup_sessions_opened: self.sessions.warmup_opened,
             late: self.messages.late,
+            resent: self.messages.resent,
+            resent_acked: self.messages.resent_acked,
             ..Counters::default()
         };
         for (name, n) in &self.errors {

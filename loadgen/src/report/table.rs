@@ -109,6 +109,15 @@ pub fn render(r: &Report) -> String {
         },
         m.busy
     );
+    if m.resent > 0 {
+        let _ = writeln!(
+            s,
+            "resent     {} busy messages after their retry_after_ms; {} acked ({:.0}%)",
+            m.resent,
+            m.resent_acked,
+            100.0 * m.resent_acked as f64 / m.resent as f64
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -199,6 +199,7 @@ pub fn execute(
         texts,
         session: SessionConfig {
             replies: scenario.replies,
+            resend_busy: scenario.resend_busy,
             slos: scenario.slos.clone(),
         },
         bind_sources,

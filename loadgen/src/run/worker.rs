@@ -481,7 +481,8 @@ async fn controller(w: Rc<Worker>, end: Instant) {
     }
 }
 
-/// Settles messages older than the timeout, every [`SWEEP_EVERY`].
+/// Settles messages older than the timeout and sends again the `busy` ones
+/// whose retry-after has passed (`--resend-busy`), every [`SWEEP_EVERY`].
 async fn sweeper(w: Rc<Worker>) {
     let timeout = w.scenario().timeout.0;
     while !w.finished.get() && !w.stopping.get() {
@@ -489,9 +490,27 @@ async fn sweeper(w: Rc<Worker>) {
         let now = Instant::now();
         let conns: Vec<Rc<Conn>> = w.conns.borrow().clone();
         let mut rec = w.rec.borrow_mut();
+        let resend = w.scenario().resend_busy;
         for c in conns {
             if c.session.borrow_mut().expire(now, timeout, &mut rec) > 0 {
                 c.settled.notify();
+            }
+            if resend {
+                let sent = {
+                    let mut out = c.out.borrow_mut();
+                    let mut scratch = w.scratch.borrow_mut();
+                    c.session.borrow_mut().resend_due(
+                        now,
+                        &w.plan.texts,
+                        w.mask(),
+                        &mut out,
+                        &mut scratch,
+                        &mut rec,
+                    )
+                };
+                if sent > 0 {
+                    flush(&w, &c);
+                }
             }
         }
     }
@@ -615,6 +634,7 @@ fn send_on(w: &Rc<Worker>, c: &Rc<Conn>, origin: Instant, counted: bool, text: u
         session.send_message(
             origin,
             counted,
+            text,
             &w.plan.texts[text as usize],
             mask,
             &mut out,
