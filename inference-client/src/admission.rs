@@ -38,6 +38,12 @@
 //! in flight, no reservation due) always admits: an estimate fed only by
 //! admitted requests must keep being fed.
 //!
+//! What the model misses (the CPU the gateway's own stages share with
+//! everything else, a server's scheduling) is learned as a bias: each first
+//! token's lateness against the prediction made when it was admitted moves a
+//! correction added to every prediction (never below zero, at most half the
+//! budget), and the correction fades with silence like the averages.
+//!
 //! # Honest retry-after: places in line
 //!
 //! A refusal books a place in a virtual line ([`Places`]): the earliest time
@@ -130,6 +136,9 @@ pub struct Snapshot {
     pub interval: Duration,
     /// Share of booked places whose holders came back, in thousandths.
     pub show_permille: u32,
+    /// How far recent first tokens came after their prediction,
+    /// nanoseconds (negative: before), added to every prediction.
+    pub bias_ns: i64,
     /// Requests admitted after the snapshot was published (the client's own
     /// still in transit): ahead in line of the one being decided.
     pub unpublished: u64,
@@ -229,11 +238,20 @@ pub fn predict_ttft(s: &Snapshot, ask: &Ask, cfg: &AdmissionConfig) -> Duration 
         .prefill_ahead
         .saturating_add(s.unpublished.saturating_mul(ask.prompt_tokens as u64));
     let prefill = times(cfg.prefill_per_token, ahead);
-    cfg.max_wait
+    let p = cfg.max_wait
         + ask.before_submit
         + slot.max(prefill)
         + s.base_ttft
-        + times(cfg.prefill_per_token, ask.prompt_tokens as u64)
+        + times(cfg.prefill_per_token, ask.prompt_tokens as u64);
+    // The correction is bounded: a model that is far off is a model to fix,
+    // not one to lean on.
+    let limit = (cfg.ttft_budget / 2).as_nanos().min(i64::MAX as u128) as i64;
+    let bias = s.bias_ns.clamp(-limit, limit);
+    if bias >= 0 {
+        p + Duration::from_nanos(bias as u64)
+    } else {
+        p.saturating_sub(Duration::from_nanos(bias.unsigned_abs()))
+    }
 }
 
 /// Admits a request, or says by how much it would miss the budget. `line`
@@ -395,6 +413,9 @@ pub struct Estimator {
     last_ttft: Option<Instant>,
     last_service: Option<Instant>,
     last_prompt: Option<Instant>,
+    /// The prediction's measured error, seconds (see [`Estimator::observe_error`]).
+    bias: f64,
+    last_error: Option<Instant>,
 }
 
 impl Estimator {
@@ -410,7 +431,32 @@ impl Estimator {
             last_ttft: None,
             last_service: None,
             last_prompt: None,
+            bias: 0.0,
+            last_error: None,
         }
+    }
+
+    /// A first token came `error` after (negative: before) the TTFT
+    /// predicted when its request was admitted. The correction moves by a
+    /// share of each error and fades over [`AdmissionConfig::memory`] of
+    /// silence, so an old surge's error does not outlive it.
+    pub fn observe_error(&mut self, error_secs: f64, now: Instant) {
+        let fade = match self.last_error.replace(now) {
+            None => 1.0,
+            Some(t) => {
+                let dt = now.saturating_duration_since(t).as_secs_f64();
+                (-dt / self.memory.as_secs_f64()).exp()
+            }
+        };
+        // Only lateness corrects: first tokens that come early are the
+        // margin that keeps the tail within the budget, not an error to
+        // remove (aiming the mean at the budget puts the p99 over it).
+        self.bias = (self.bias * fade + self.alpha * error_secs).max(0.0);
+    }
+
+    /// The correction added to predictions, nanoseconds.
+    pub fn bias_ns(&self) -> i64 {
+        (self.bias * 1e9) as i64
     }
 
     /// The weight the old value keeps for a sample at `now` after one at
@@ -490,6 +536,7 @@ pub struct Published {
     prefill_ahead: AtomicU64,
     interval_ns: AtomicU64,
     show_permille: AtomicU32,
+    bias_ns: std::sync::atomic::AtomicI64,
 }
 
 impl Published {
@@ -507,6 +554,7 @@ impl Published {
         self.prefill_ahead.store(s.prefill_ahead, Relaxed);
         self.interval_ns.store(ns(s.interval), Relaxed);
         self.show_permille.store(s.show_permille, Relaxed);
+        self.bias_ns.store(s.bias_ns, Relaxed);
     }
 
     /// The last snapshot published.
@@ -525,6 +573,7 @@ impl Published {
             prefill_ahead: self.prefill_ahead.load(Relaxed),
             interval: Duration::from_nanos(self.interval_ns.load(Relaxed)),
             show_permille: self.show_permille.load(Relaxed),
+            bias_ns: self.bias_ns.load(Relaxed),
             unpublished: 0,
         }
     }
@@ -728,6 +777,38 @@ mod tests {
         // The waits for prompts ahead are not part of the base.
         e.observe_ttft(ms(50) + ms(300), 3000, later + Duration::from_secs(60));
         assert!(e.base_ttft() < ms(51), "{:?}", e.base_ttft());
+    }
+
+    #[test]
+    fn predictions_learn_their_error_and_forget_it() {
+        let c = AdmissionConfig {
+            ewma_alpha: 0.5,
+            ..cfg()
+        };
+        let t0 = Instant::now();
+        let mut e = Estimator::new(&c);
+        // First tokens come 200 ms after their predictions.
+        for _ in 0..20 {
+            e.observe_error(0.2, t0);
+        }
+        assert!(
+            (e.bias_ns() - 2_000_000_000).abs() < 10_000_000,
+            "{}",
+            e.bias_ns()
+        );
+        let mut s = snap(0, 10);
+        s.bias_ns = e.bias_ns();
+        // Bounded by half the budget.
+        assert_eq!(predict_ttft(&s, &ask(0), &c), ms(22 + 500));
+        // Early first tokens only bring the correction back down to zero.
+        for _ in 0..100 {
+            e.observe_error(-0.2, t0);
+        }
+        assert_eq!(e.bias_ns(), 0);
+        e.observe_error(0.2, t0);
+        // After a long silence the old error is gone.
+        e.observe_error(0.0, t0 + Duration::from_secs(300));
+        assert_eq!(e.bias_ns(), 0);
     }
 
     #[test]

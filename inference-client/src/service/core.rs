@@ -165,6 +165,8 @@ struct Req {
     /// Prompt tokens sent before it and still being prefilled when it was
     /// sent: what its first token waited for besides its own prompt.
     prefill_ahead: u64,
+    /// When admission let it in, and the TTFT it predicted then.
+    admitted: Option<(Instant, Duration)>,
     overhead: Duration,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
@@ -361,6 +363,7 @@ impl Core {
                 dispatched: None,
                 upstream_ttft: None,
                 prefill_ahead: 0,
+                admitted: req.admitted,
                 overhead: now.saturating_duration_since(req.submitted),
                 finish: None,
                 usage: None,
@@ -419,6 +422,7 @@ impl Core {
                 dispatched: None,
                 upstream_ttft: None,
                 prefill_ahead: 0,
+                admitted: None,
                 overhead: Duration::ZERO,
                 finish: None,
                 usage: None,
@@ -508,6 +512,11 @@ impl Core {
                         r.upstream_ttft = Some(upstream);
                         let prefilled = r.prefill_ahead + r.prompt_tokens as u64;
                         self.estimator.observe_ttft(upstream, prefilled, now);
+                        if let Some((at, predicted)) = r.admitted {
+                            let actual = now.saturating_duration_since(at).as_secs_f64();
+                            let error = actual - predicted.as_secs_f64();
+                            self.estimator.observe_error(error, now);
+                        }
                         self.shared
                             .stats
                             .ttft
@@ -965,6 +974,7 @@ impl Core {
             prefill_ahead: self.prefilling() + self.queued_tokens(),
             interval: self.estimator.interval(capacity),
             show_permille: self.show_rate.update(self.shared.places.counts()),
+            bias_ns: self.estimator.bias_ns(),
             unpublished: 0,
         };
         self.shared.published.store(&snap);

@@ -61,6 +61,10 @@ pub struct GenerateRequest {
     pub deadline: Option<Instant>,
     /// When the requester submitted it (TTFT and timings count from here).
     pub submitted: Instant,
+    /// When admission let it in and what it predicted for its first token
+    /// (set by [`Client::submit_admitted`]): the service learns from the
+    /// difference how far off its predictions run.
+    pub admitted: Option<(Instant, Duration)>,
 }
 
 impl GenerateRequest {
@@ -72,6 +76,7 @@ impl GenerateRequest {
             max_tokens,
             deadline: None,
             submitted: Instant::now(),
+            admitted: None,
         }
     }
 }
@@ -357,6 +362,8 @@ impl Drop for Service {
 #[derive(Debug, Default)]
 pub struct Admitted {
     counters: Option<Arc<ClientCounters>>,
+    /// When it was admitted and the TTFT predicted then.
+    prediction: Option<(Instant, Duration)>,
 }
 
 impl Admitted {
@@ -365,8 +372,9 @@ impl Admitted {
         Admitted::default()
     }
 
-    fn consume(mut self) {
+    fn consume(mut self) -> Option<(Instant, Duration)> {
         self.counters = None;
+        self.prediction.take()
     }
 }
 
@@ -434,6 +442,7 @@ impl Client {
                 self.counters.admitted.inc();
                 Ok(Admitted {
                     counters: Some(self.counters.clone()),
+                    prediction: Some((now, admission::predict_ttft(&s, &ask, cfg))),
                 })
             }
             Err(excess) => {
@@ -482,7 +491,8 @@ impl Client {
     /// the service's queue; its events arrive at the sink.
     pub fn submit_admitted(&self, req: GenerateRequest, admitted: Admitted) {
         // From here the service's `received` count takes over the place.
-        admitted.consume();
+        let mut req = req;
+        req.admitted = admitted.consume();
         self.submit(req);
     }
 

@@ -122,6 +122,7 @@ impl World {
     fn submit_with(&mut self, id: RequestId, ms: u64, max_tokens: u32, deadline: Option<u64>) {
         let now = self.at(ms);
         let req = GenerateRequest {
+            admitted: None,
             id,
             messages: vec![ChatMessage::new(Role::User, format!("question {id}"))],
             max_tokens,
@@ -645,6 +646,7 @@ fn duplicate_ids_and_empty_prompts_are_refused() {
         Cmd::Submit {
             client: 1,
             req: GenerateRequest {
+                admitted: None,
                 id: 2,
                 messages: vec![],
                 max_tokens: 1,
