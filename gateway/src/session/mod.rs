@@ -1094,9 +1094,11 @@ impl Session {
                 if let Some(a) = self.t.as_mut().and_then(|t| t.acked.get_mut(&id)) {
                     a.committed = true;
                 }
+                // Counted before it is sent: a client that reads its ack and
+                // then asks `/metrics` (of any worker) finds it counted.
+                out.push(Out::Acked(now.saturating_duration_since(received)));
                 let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
                 self.broadcast(ack, out);
-                out.push(Out::Acked(now.saturating_duration_since(received)));
                 match next {
                     Next::Answer(job) => {
                         self.transcript().replies.push(LiveReply {
