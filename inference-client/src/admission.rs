@@ -459,15 +459,15 @@ impl Estimator {
         (self.bias * 1e9) as i64
     }
 
-    /// The weight the old value keeps for a sample at `now` after one at
-    /// `last`: `1 - alpha` when samples come close together, falling to
-    /// nothing after a few `memory`s of silence.
-    fn keep(&self, last: &mut Option<Instant>, now: Instant) -> f64 {
+    /// The weight the old value keeps for a sample at `now` after the one
+    /// at `last` (updated to `now`): `1 - alpha` when samples come close
+    /// together, falling to nothing after a few `memory`s of silence.
+    fn keep(alpha: f64, memory: Duration, last: &mut Option<Instant>, now: Instant) -> f64 {
         let w = match last.replace(now) {
             None => 0.0,
             Some(t) => {
                 let dt = now.saturating_duration_since(t).as_secs_f64();
-                (1.0 - self.alpha) * (-dt / self.memory.as_secs_f64()).exp()
+                (1.0 - alpha) * (-dt / memory.as_secs_f64()).exp()
             }
         };
         w.clamp(0.0, 1.0)
@@ -478,25 +478,19 @@ impl Estimator {
     /// ahead of it when it was sent) are what it waited for.
     pub fn observe_ttft(&mut self, upstream_ttft: Duration, prefilled: u64, now: Instant) {
         let base = upstream_ttft.saturating_sub(times(self.prefill_per_token, prefilled));
-        let mut last = self.last_ttft;
-        let keep = self.keep(&mut last, now);
-        self.last_ttft = last;
+        let keep = Self::keep(self.alpha, self.memory, &mut self.last_ttft, now);
         self.base_ttft = self.base_ttft.mul_f64(keep) + base.mul_f64(1.0 - keep);
     }
 
     /// A sequence finished `service` after it was sent.
     pub fn observe_service(&mut self, service: Duration, now: Instant) {
-        let mut last = self.last_service;
-        let keep = self.keep(&mut last, now);
-        self.last_service = last;
+        let keep = Self::keep(self.alpha, self.memory, &mut self.last_service, now);
         self.service = self.service.mul_f64(keep) + service.mul_f64(1.0 - keep);
     }
 
     /// A request of `tokens` prompt tokens was submitted.
     pub fn observe_prompt(&mut self, tokens: u32, now: Instant) {
-        let mut last = self.last_prompt;
-        let keep = self.keep(&mut last, now);
-        self.last_prompt = last;
+        let keep = Self::keep(self.alpha, self.memory, &mut self.last_prompt, now);
         self.prompt_tokens = self.prompt_tokens * keep + tokens as f64 * (1.0 - keep);
     }
 
