@@ -49,6 +49,16 @@ fn metric(gw: &Gateway, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name}")) as u64
 }
 
+/// The next `ack` or `error`, skipping tokens of earlier replies.
+fn ack_or_error(c: &mut Client) -> Value {
+    loop {
+        let m = c.recv();
+        if m["type"] == "ack" || m["type"] == "error" {
+            return m;
+        }
+    }
+}
+
 fn ask(c: &mut Client, id: &str, text: &str) -> Vec<Value> {
     c.send(json!({"type": "message", "id": id, "text": text}));
     c.recv_until("done")
@@ -225,12 +235,7 @@ fn a_surge_beyond_capacity_is_refused_with_busy() {
     let (mut acked, mut busy) = (0, 0);
     for c in &mut clients {
         // Exactly one of ack or busy for each message.
-        let m = loop {
-            let m = c.recv();
-            if m["type"] == "ack" || m["type"] == "error" {
-                break m;
-            }
-        };
+        let m = ack_or_error(c);
         match (m["type"].as_str(), m["code"].as_str()) {
             (Some("ack"), _) => acked += 1,
             (Some("error"), Some("busy")) => {
@@ -262,12 +267,7 @@ fn a_refused_message_is_not_stored() {
     c.send(json!({"type": "message", "id": "first", "text": "hello?"}));
     assert_eq!(c.recv()["type"], "ack");
     c.send(json!({"type": "message", "id": "no-room", "text": "hello again?"}));
-    let e = loop {
-        let m = c.recv();
-        if m["type"] == "error" {
-            break m;
-        }
-    };
+    let e = ack_or_error(&mut c);
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
         (Some("busy"), Some("no-room"))
@@ -339,12 +339,7 @@ fn an_idle_pool_admits_after_a_surge(driver: &str) {
     }
     let mut admitted = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
-        let m = loop {
-            let m = c.recv();
-            if m["type"] == "ack" || m["type"] == "error" {
-                break m;
-            }
-        };
+        let m = ack_or_error(&mut c);
         // A third leave mid-reply; the others wait for their answers.
         if m["type"] == "ack" && i % 3 != 0 {
             admitted.push(c);
