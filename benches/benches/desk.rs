@@ -9,16 +9,22 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gateway::desk::directory::{AccountInput, Directory, Role};
-use gateway::desk::{Desk, DeskConfig, DeskOut, VisitorEvent};
-use gateway::session::token::{ConversationId, SessionKey};
+use gateway::desk::{Desk, DeskConfig, DeskOut};
+use gateway::handoff::VisitorEvent;
+use gateway::ids::{ConversationId, SessionKey, SubId};
 
 const AGENTS: u64 = 50;
 const CAPACITY: u32 = 4;
 
-fn conv(n: u64) -> [u8; 12] {
+fn conv(n: u64) -> ConversationId {
     let mut c = [0u8; 12];
     c[..8].copy_from_slice(&n.to_le_bytes());
-    c
+    ConversationId::from_bytes(c)
+}
+
+/// Each agent's socket: its id as the slot.
+fn socket(agent: u64) -> SubId {
+    SubId::new(0, agent as usize, 0)
 }
 
 fn needs(n: u64) -> VisitorEvent {
@@ -36,11 +42,7 @@ fn needs(n: u64) -> VisitorEvent {
 }
 
 fn frame(kind: &str, n: u64) -> Vec<u8> {
-    format!(
-        r#"{{"type":"{kind}","conversation":"{}"}}"#,
-        ConversationId::from_bytes(conv(n))
-    )
-    .into_bytes()
+    format!(r#"{{"type":"{kind}","conversation":"{}"}}"#, conv(n)).into_bytes()
 }
 
 /// Takes every offer in `out`; returns how many.
@@ -52,7 +54,7 @@ fn take_offers(desk: &mut Desk, out: Vec<DeskOut>, now: Instant) -> usize {
             if v["type"] == "offer" {
                 let c = v["conversation"].as_str().unwrap_or_default();
                 let f = format!(r#"{{"type":"take","conversation":"{c}"}}"#);
-                desk.on_agent_frame(to, to, f.as_bytes(), now);
+                desk.on_agent_frame(to.slot() as u64, to, f.as_bytes(), now);
                 n += 1;
             }
         }
@@ -89,7 +91,7 @@ fn bench(c: &mut Criterion) {
         let mut now = Instant::now();
         // Agent ids are 1..=AGENTS; each agent's socket id is its own id.
         for a in 1..=AGENTS {
-            desk.on_agent_open(a, a, now);
+            desk.on_agent_open(a, socket(a), now);
         }
         desk.take_out();
         // Fill every slot, then the line.
@@ -117,7 +119,7 @@ fn bench(c: &mut Criterion) {
                     return;
                 };
                 let agent = owner.remove(&done).unwrap_or(1);
-                desk.on_agent_frame(agent, agent, &frame("resolve", done), now);
+                desk.on_agent_frame(agent, socket(agent), &frame("resolve", done), now);
                 let out = desk.take_out();
                 // The head of the line was offered to the freed agent; it takes it.
                 let head = next - line;

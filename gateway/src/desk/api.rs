@@ -15,8 +15,8 @@ use super::directory::{valid_shortcut, AccountInput, Caller, Role};
 use super::{Desk, DeskOut, ReadPurpose};
 use crate::http::request::{cookie, query_param};
 use crate::http::response::{self, Body};
-use crate::session::token::ConversationId;
-use crate::session::SubId;
+use crate::ids::ConversationId;
+use crate::ids::SubId;
 use crate::sites::SiteRegistry;
 use crate::store::{CannedReply, PageCursor, Write};
 
@@ -373,7 +373,7 @@ impl Desk {
                     return Some(not_found(format!("no conversation '{id}'")));
                 };
                 self.out.push(DeskOut::ReadTranscript {
-                    conv: conv.bytes(),
+                    conv,
                     purpose: ReadPurpose::Http { caller, sub },
                 });
                 None
@@ -428,18 +428,14 @@ impl Desk {
             Ok(list) => {
                 let next = list.last().map(|s| {
                     let c = s.cursor();
-                    format!(
-                        "{}.{}",
-                        c.started_ms,
-                        ConversationId::from_bytes(c.conversation)
-                    )
+                    format!("{}.{}", c.started_ms, c.conversation)
                 });
                 let items: Vec<_> = list
                     .iter()
                     .map(|s| {
                         let c = &s.conversation;
                         json!({
-                            "conversation": ConversationId::from_bytes(c.id).to_string(),
+                            "conversation": c.id.to_string(),
                             "site": c.site,
                             "started_ms": c.started_ms,
                             "lang": c.page.lang,
@@ -483,6 +479,6 @@ fn parse_cursor(s: &str) -> Option<PageCursor> {
     let (ms, id) = s.split_once('.')?;
     Some(PageCursor {
         started_ms: ms.parse().ok()?,
-        conversation: ConversationId::parse(id)?.bytes(),
+        conversation: ConversationId::parse(id)?,
     })
 }

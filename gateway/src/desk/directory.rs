@@ -16,7 +16,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::routing::{AgentId, Profile};
+use super::routing::Profile;
+use crate::ids::AgentId;
 use crate::store::{CannedReply, StoredAgent};
 
 /// What an account may do.

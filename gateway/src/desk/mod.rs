@@ -24,12 +24,13 @@ use bytes::Bytes;
 use http::Response;
 use serde_json::{json, Value};
 
+use crate::handoff::{SessionEvent, VisitorEvent};
 use crate::http::response::Body;
-use crate::session::token::{ConversationId, SessionKey};
-use crate::session::SubId;
+use crate::ids::SubId;
+use crate::ids::{AgentId, ConversationId, SessionKey};
 use crate::store::{PageCursor, Transcript, Write};
 use directory::{Caller, Directory, Role};
-use routing::{AgentId, ConvKey, Router, Waiting};
+use routing::{Router, Waiting};
 use wire::AgentMsg;
 
 /// The desk's settings (`[agents]` in the configuration).
@@ -47,111 +48,6 @@ pub struct DeskConfig {
     pub max_text_bytes: usize,
     /// The admin token (configured, or made at first start).
     pub admin_token: Option<crate::admin::AdminToken>,
-}
-
-/// A visitor session's news for the desk.
-#[derive(Debug, Clone, PartialEq)]
-pub enum VisitorEvent {
-    /// The conversation needs a person.
-    NeedsHuman {
-        /// The conversation.
-        conv: ConvKey,
-        /// Its session (which worker owns it).
-        key: SessionKey,
-        /// Its site.
-        site: String,
-        /// Why.
-        reason: String,
-        /// The visitor's language tag.
-        lang: Option<String>,
-        /// The page the widget is on.
-        page: Option<String>,
-        /// That page's referrer.
-        referrer: Option<String>,
-        /// The visitor's latest message.
-        preview: Option<String>,
-        /// The skill a site rule asks for.
-        skill: Option<String>,
-    },
-    /// A new transcript item (JSON in the shape of `history` items).
-    Item {
-        /// The conversation.
-        conv: ConvKey,
-        /// The item.
-        item: Value,
-    },
-    /// The visitor is typing.
-    Typing {
-        /// The conversation.
-        conv: ConvKey,
-    },
-    /// An agent's message is stored under `seq`.
-    AgentMessageStored {
-        /// The conversation.
-        conv: ConvKey,
-        /// The agent.
-        agent: AgentId,
-        /// The agent's message id.
-        id: String,
-        /// Its place in the transcript.
-        seq: u64,
-    },
-    /// An agent's message could not be delivered.
-    AgentMessageFailed {
-        /// The conversation.
-        conv: ConvKey,
-        /// The agent.
-        agent: AgentId,
-        /// The agent's message id.
-        id: String,
-        /// Why.
-        error: String,
-    },
-}
-
-/// What the desk tells a visitor session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionEvent {
-    /// Waiting, at this 1-based position in the site's line.
-    Queued {
-        /// Position.
-        position: u32,
-    },
-    /// An agent holds the conversation.
-    Joined {
-        /// The agent's name.
-        name: String,
-    },
-    /// The agent let go; the AI answers again.
-    Left {
-        /// The agent's name.
-        name: String,
-    },
-    /// Nobody can take the conversation.
-    NoneAvailable,
-    /// The agent wrote.
-    AgentMessage {
-        /// The conversation.
-        conv: ConvKey,
-        /// The agent.
-        agent: AgentId,
-        /// Their name.
-        name: String,
-        /// The agent's message id.
-        id: String,
-        /// The text.
-        text: String,
-    },
-    /// The agent is typing.
-    AgentTyping {
-        /// Their name.
-        name: String,
-    },
-    /// The conversation ended.
-    End {
-        /// Why (`resolved`).
-        reason: &'static str,
-    },
 }
 
 /// The desk's figures at one moment ([`Desk::gauges`]).
@@ -235,7 +131,7 @@ pub enum DeskOut {
     /// Read a transcript, then call [`Desk::on_transcript`].
     ReadTranscript {
         /// The conversation.
-        conv: ConvKey,
+        conv: ConversationId,
         /// Why.
         purpose: ReadPurpose,
     },
@@ -296,7 +192,7 @@ pub struct Desk {
     cfg: DeskConfig,
     dir: Directory,
     router: Router,
-    convs: HashMap<ConvKey, Conv>,
+    convs: HashMap<ConversationId, Conv>,
     /// Each online agent's sockets.
     socks: HashMap<AgentId, Vec<SubId>>,
     /// Agents whose last socket closed, and when.
@@ -320,8 +216,8 @@ pub const QUEUE_PUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Most cards per site in a `queue` frame (its `total` says how many wait).
 pub const QUEUE_FRAME_CARDS: usize = 100;
 
-fn conv_name(c: &ConvKey) -> String {
-    ConversationId::from_bytes(*c).to_string()
+fn conv_name(c: &ConversationId) -> String {
+    c.to_string()
 }
 
 fn preview(text: &str) -> String {
@@ -392,7 +288,7 @@ impl Desk {
         self.out.push(DeskOut::Session { key, ev });
     }
 
-    fn card(&self, conv: &ConvKey, c: &Conv, position: Option<u32>) -> Value {
+    fn card(&self, conv: &ConversationId, c: &Conv, position: Option<u32>) -> Value {
         let state = match c.held {
             Some(_) => "assigned",
             None if self.router.offered_to(conv).is_some() => "offered",
@@ -661,7 +557,7 @@ impl Desk {
             .get(agent)
             .map(|a| a.name.clone())
             .unwrap_or_default();
-        let held: Vec<ConvKey> = self
+        let held: Vec<ConversationId> = self
             .convs
             .iter()
             .filter(|(_, c)| c.held == Some(agent))
@@ -710,7 +606,7 @@ impl Desk {
         };
         let err =
             |code: &str, message: &str, conv: &str| wire::error(code, message, Some(conv), None);
-        let lookup = |name: &str| ConversationId::parse(name).map(|c| c.bytes());
+        let lookup = |name: &str| ConversationId::parse(name);
         match msg {
             // `wire::parse` answers unknown types itself.
             AgentMsg::Unknown => {}
@@ -952,10 +848,8 @@ impl Desk {
         &self,
         name: &str,
         agent: AgentId,
-    ) -> Result<(ConvKey, SessionKey), (&'static str, &'static str)> {
-        let conv = ConversationId::parse(name)
-            .map(|c| c.bytes())
-            .ok_or(("not_found", "no such conversation"))?;
+    ) -> Result<(ConversationId, SessionKey), (&'static str, &'static str)> {
+        let conv = ConversationId::parse(name).ok_or(("not_found", "no such conversation"))?;
         match self.convs.get(&conv) {
             Some(c) if c.held == Some(agent) => Ok((conv, c.key)),
             Some(_) => Err(("forbidden", "you do not hold this conversation")),
@@ -964,7 +858,7 @@ impl Desk {
     }
 
     /// `agent` now holds `conv` (the router already counts it).
-    fn assign(&mut self, conv: ConvKey, agent: AgentId) {
+    fn assign(&mut self, conv: ConversationId, agent: AgentId) {
         let name = self
             .dir
             .get(agent)
@@ -985,7 +879,7 @@ impl Desk {
     /// A transcript read's answer.
     pub fn on_transcript(
         &mut self,
-        conv: ConvKey,
+        conv: ConversationId,
         purpose: ReadPurpose,
         result: Result<Option<Transcript>, String>,
     ) {
@@ -1138,7 +1032,7 @@ impl Desk {
 
     /// Sends every online agent the queue of their sites. Each site's cards
     /// are rendered once, however many agents see them.
-    fn broadcast_queue(&mut self, positions: &[(ConvKey, u32)]) {
+    fn broadcast_queue(&mut self, positions: &[(ConversationId, u32)]) {
         // Per site: how many wait, and the first cards rendered once.
         let mut per_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
         for &(conv, pos) in positions {

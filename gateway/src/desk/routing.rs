@@ -20,11 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// An agent account's id.
-pub type AgentId = u64;
-
-/// A conversation as the router knows it (its public id's bytes).
-pub type ConvKey = [u8; 12];
+use crate::ids::{AgentId, ConversationId};
 
 /// What routing needs to know of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +83,7 @@ impl Agent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
     /// The conversation.
-    pub conv: ConvKey,
+    pub conv: ConversationId,
     /// Its site.
     pub site: String,
     /// The visitor's language tag, if known.
@@ -110,7 +106,7 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offer {
     /// The conversation.
-    pub conv: ConvKey,
+    pub conv: ConversationId,
     /// The agent chosen.
     pub agent: AgentId,
     /// When the offer lapses.
@@ -173,14 +169,14 @@ impl Router {
     }
 
     /// Removes an agent; returns the conversations offered to them (back to waiting).
-    pub fn remove_agent(&mut self, id: AgentId) -> Vec<ConvKey> {
+    pub fn remove_agent(&mut self, id: AgentId) -> Vec<ConversationId> {
         self.agents.remove(&id);
         self.revoke_offers(id)
     }
 
     /// Marks an agent online or offline. Going offline revokes their offers
     /// (returned); what they hold is the desk's business.
-    pub fn set_online(&mut self, id: AgentId, online: bool) -> Vec<ConvKey> {
+    pub fn set_online(&mut self, id: AgentId, online: bool) -> Vec<ConversationId> {
         if let Some(a) = self.agents.get_mut(&id) {
             a.online = online;
         }
@@ -193,7 +189,7 @@ impl Router {
 
     /// Marks an agent available for new conversations or away. Going away
     /// revokes their offers (returned).
-    pub fn set_available(&mut self, id: AgentId, available: bool) -> Vec<ConvKey> {
+    pub fn set_available(&mut self, id: AgentId, available: bool) -> Vec<ConversationId> {
         if let Some(a) = self.agents.get_mut(&id) {
             a.available = available;
         }
@@ -204,7 +200,7 @@ impl Router {
         }
     }
 
-    fn revoke_offers(&mut self, id: AgentId) -> Vec<ConvKey> {
+    fn revoke_offers(&mut self, id: AgentId) -> Vec<ConversationId> {
         let mut out = Vec::new();
         for e in &mut self.queue {
             if e.offer.is_some_and(|(a, _)| a == id) {
@@ -245,7 +241,7 @@ impl Router {
 
     /// Takes a conversation out of line (it ended, or the visitor left);
     /// an open offer for it is withdrawn.
-    pub fn dequeue(&mut self, conv: &ConvKey) -> Option<Waiting> {
+    pub fn dequeue(&mut self, conv: &ConversationId) -> Option<Waiting> {
         let i = self.queue.iter().position(|e| &e.w.conv == conv)?;
         let e = self.queue.remove(i);
         if let Some((agent, _)) = e.offer {
@@ -257,12 +253,12 @@ impl Router {
     }
 
     /// Whether a conversation is waiting.
-    pub fn is_waiting(&self, conv: &ConvKey) -> bool {
+    pub fn is_waiting(&self, conv: &ConversationId) -> bool {
         self.queue.iter().any(|e| &e.w.conv == conv)
     }
 
     /// The agent a waiting conversation is offered to.
-    pub fn offered_to(&self, conv: &ConvKey) -> Option<AgentId> {
+    pub fn offered_to(&self, conv: &ConversationId) -> Option<AgentId> {
         self.queue
             .iter()
             .find(|e| &e.w.conv == conv)
@@ -271,7 +267,7 @@ impl Router {
 
     /// `agent` takes `conv` from the line (an offer to them, or a conversation
     /// nobody was offered). On success the conversation counts as held.
-    pub fn take(&mut self, conv: &ConvKey, agent: AgentId) -> Result<Waiting, TakeError> {
+    pub fn take(&mut self, conv: &ConversationId, agent: AgentId) -> Result<Waiting, TakeError> {
         let i = self
             .queue
             .iter()
@@ -305,7 +301,7 @@ impl Router {
 
     /// `agent` declines the offer of `conv`: it waits for the next agent.
     /// Returns whether there was such an offer.
-    pub fn decline(&mut self, conv: &ConvKey, agent: AgentId) -> bool {
+    pub fn decline(&mut self, conv: &ConversationId, agent: AgentId) -> bool {
         let Some(e) = self
             .queue
             .iter_mut()
@@ -468,7 +464,7 @@ impl Router {
     }
 
     /// A waiting conversation's 1-based position among its site's.
-    pub fn position(&self, conv: &ConvKey) -> Option<u32> {
+    pub fn position(&self, conv: &ConversationId) -> Option<u32> {
         let e = self.queue.iter().position(|e| &e.w.conv == conv)?;
         let site = &self.queue[e].w.site;
         Some(
@@ -481,7 +477,7 @@ impl Router {
 
     /// Every waiting conversation with its 1-based position among its site's,
     /// oldest first.
-    pub fn positions(&self) -> Vec<(ConvKey, u32)> {
+    pub fn positions(&self) -> Vec<(ConversationId, u32)> {
         let mut per_site: BTreeMap<&str, u32> = BTreeMap::new();
         self.queue
             .iter()
@@ -503,8 +499,8 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn conv(n: u8) -> ConvKey {
-        [n; 12]
+    fn conv(n: u8) -> ConversationId {
+        ConversationId::from_bytes([n; 12])
     }
 
     fn agent(id: AgentId, langs: &[&str], skills: &[&str], cap: u32) -> Profile {
@@ -595,7 +591,7 @@ mod tests {
         }
         let o = r.dispatch(t0, TTL);
         assert_eq!(
-            o.iter().map(|o| o.conv[0]).collect::<Vec<_>>(),
+            o.iter().map(|o| o.conv.as_bytes()[0]).collect::<Vec<_>>(),
             vec![1, 2],
             "offers count toward capacity; the third waits"
         );
@@ -655,7 +651,7 @@ mod tests {
         assert_eq!(r.dispatch(t0, TTL)[0].agent, 2);
         assert_eq!(r.set_online(2, false), vec![conv(1)]);
         assert!(r.dispatch(t0, TTL).is_empty(), "nobody left to offer to");
-        assert_eq!(r.set_available(1, true), Vec::<ConvKey>::new());
+        assert_eq!(r.set_available(1, true), Vec::<ConversationId>::new());
         assert_eq!(r.dispatch(t0, TTL)[0].agent, 1);
     }
 

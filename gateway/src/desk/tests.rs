@@ -8,9 +8,16 @@ use serde_json::Value;
 use super::directory::{AccountInput, Directory, Role};
 use super::*;
 
-const SUB_A: SubId = 11;
-const SUB_B: SubId = 22;
-const SUB_S: SubId = 33;
+const SUB_A: SubId = sub(11);
+const SUB_B: SubId = sub(22);
+const SUB_S: SubId = sub(33);
+/// The socket of a reload: the same slot as `SUB_B`, a later generation.
+const SUB_B2: SubId = SubId::new(0, 22, 1);
+
+/// A subscriber on worker 0, slot `slot`.
+const fn sub(slot: usize) -> SubId {
+    SubId::new(0, slot, 0)
+}
 
 fn cfg() -> DeskConfig {
     DeskConfig {
@@ -58,8 +65,8 @@ fn setup() -> T {
 
 fn needs(conv: u8, lang: &str) -> VisitorEvent {
     VisitorEvent::NeedsHuman {
-        conv: [conv; 12],
-        key: crate::session::token::SessionKey::random().unwrap(),
+        conv: ConversationId::from_bytes([conv; 12]),
+        key: crate::ids::SessionKey::random().unwrap(),
         site: "shop".into(),
         reason: "the visitor asked for a person".into(),
         lang: Some(lang.into()),
@@ -146,7 +153,7 @@ fn hand_off_from_queue_to_resolved() {
     // Visitor's words reach the agent; the agent's reach the visitor.
     t.desk.on_visitor(
         VisitorEvent::Item {
-            conv: [1; 12],
+            conv: ConversationId::from_bytes([1; 12]),
             item: serde_json::json!({"seq": 3, "from": "visitor", "text": "hi"}),
         },
         t.t0,
@@ -168,7 +175,7 @@ fn hand_off_from_queue_to_resolved() {
     assert_eq!(
         session_events(&t.desk.take_out()),
         vec![SessionEvent::AgentMessage {
-            conv: [1; 12],
+            conv: ConversationId::from_bytes([1; 12]),
             agent: t.ada,
             name: "Ada".into(),
             id: "m1".into(),
@@ -177,7 +184,7 @@ fn hand_off_from_queue_to_resolved() {
     );
     t.desk.on_visitor(
         VisitorEvent::AgentMessageStored {
-            conv: [1; 12],
+            conv: ConversationId::from_bytes([1; 12]),
             agent: t.ada,
             id: "m1".into(),
             seq: 4,
@@ -375,14 +382,14 @@ fn timeouts_offer_queue_and_disconnect() {
     // Bob's socket drops; a reload within the grace keeps the conversation.
     t.desk.on_agent_closed(t.bob, SUB_B, lapse);
     t.desk
-        .on_agent_open(t.bob, SUB_B + 1, lapse + Duration::from_secs(1));
+        .on_agent_open(t.bob, SUB_B2, lapse + Duration::from_secs(1));
     t.desk.tick(lapse + Duration::from_secs(30));
     assert!(session_events(&t.desk.take_out())
         .iter()
         .all(|e| !matches!(e, SessionEvent::Left { .. })));
     // Gone for good: back in line, and offered to Ada.
     t.desk
-        .on_agent_closed(t.bob, SUB_B + 1, lapse + Duration::from_secs(31));
+        .on_agent_closed(t.bob, SUB_B2, lapse + Duration::from_secs(31));
     t.desk.tick(lapse + Duration::from_secs(46));
     let out = t.desk.take_out();
     let ev = session_events(&out);
@@ -419,7 +426,7 @@ fn http_roles_and_sites() {
             .unwrap()
     };
     let status = |t: &mut T, r: Request<Vec<u8>>| {
-        t.desk.on_http(1, r, &sites, t.t0, 0);
+        t.desk.on_http(sub(1), r, &sites, t.t0, 0);
         t.desk
             .take_out()
             .into_iter()

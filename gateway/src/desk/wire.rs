@@ -156,6 +156,7 @@ pub fn transcript_parts(t: &Transcript) -> (Vec<Value>, Vec<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ConversationId;
 
     #[test]
     fn frames_parse_and_refuse() {
@@ -179,7 +180,13 @@ mod tests {
 
     #[test]
     fn items_look_like_history() {
-        let mut i = StoredItem::new([1; 12], 3, Author::Agent, "hi", 5);
+        let mut i = StoredItem::new(
+            ConversationId::from_bytes([1; 12]),
+            3,
+            Author::Agent,
+            "hi",
+            5,
+        );
         i.agent_name = Some("Ada".into());
         assert_eq!(
             item(&i),

@@ -17,12 +17,8 @@ pub mod pace;
 
 use knowledge::Hit;
 
-use crate::chat::server::{Author, Item, Source};
+use crate::chat::server::Source;
 use crate::session::prompt::{PromptMessage, Role};
-
-/// A question this short is probably a follow-up ("and to Canada?"): the
-/// visitor's previous message is searched with it.
-const FOLLOW_UP_WORDS: usize = 4;
 
 /// Confidence reported for an answer no knowledge base could ground (the site
 /// has none): neither sure nor unsure, so only a site threshold above it
@@ -46,19 +42,6 @@ fn not_covered() -> String {
          person from the team. Never make up facts, prices or dates.",
         inference_client::sim::answer::NOT_COVERED
     )
-}
-
-/// The text to search the knowledge base for when answering `newest`: the
-/// message itself, with the visitor's previous message before it when the new
-/// one is a short follow-up.
-pub fn query(history: &[Item], newest: &str) -> String {
-    if newest.split_whitespace().count() >= FOLLOW_UP_WORDS {
-        return newest.to_string();
-    }
-    match history.iter().rev().find(|i| i.from == Author::Visitor) {
-        Some(prev) => format!("{} {newest}", prev.text),
-        None => newest.to_string(),
-    }
 }
 
 /// What retrieval found for one question.
@@ -153,19 +136,6 @@ fn round3(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    fn item(from: Author, text: &str) -> Item {
-        Item {
-            seq: 1,
-            from,
-            text: text.into(),
-            ts: 0,
-            id: None,
-            reply: None,
-            sources: None,
-            name: None,
-        }
-    }
-
     fn hit(id: &str, score: f32, text: &str) -> Hit {
         Hit {
             chunk_id: id.into(),
@@ -176,23 +146,6 @@ mod tests {
             text: text.into(),
             score,
         }
-    }
-
-    #[test]
-    fn short_follow_ups_are_searched_with_the_previous_question() {
-        let history = [
-            item(Author::Visitor, "How long does shipping to the US take?"),
-            item(Author::Ai, "Three to five business days."),
-        ];
-        assert_eq!(
-            query(&history, "and to Canada?"),
-            "How long does shipping to the US take? and to Canada?"
-        );
-        assert_eq!(
-            query(&history, "What is your return policy for shoes?"),
-            "What is your return policy for shoes?"
-        );
-        assert_eq!(query(&[], "returns?"), "returns?");
     }
 
     #[test]

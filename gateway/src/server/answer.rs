@@ -18,8 +18,8 @@ use super::worker::{Worker, WorkerMsg};
 use crate::chat::server::Source;
 use crate::grounding::pace::RetrievalPace;
 use crate::grounding::{Grounding, UNGROUNDED_CONFIDENCE};
+use crate::ids::SessionKey;
 use crate::session::prompt::{self, PromptMessage};
-use crate::session::token::SessionKey;
 use crate::session::{Admission, AnswerJob, Now, ReplyFailure};
 
 /// Delivers the inference service's events to one worker's inbox.

@@ -17,14 +17,15 @@ use http::{header, HeaderValue, Response};
 use monoio::net::{TcpListener, TcpStream};
 
 use super::sys;
-use super::worker::{make_sub, sub_parts, Op, Worker};
+use super::worker::{Op, Worker};
 use crate::chat::client::{self, ClientError, ClientMsg};
 use crate::chat::server::ServerMsg;
 use crate::chat::ErrorCode;
 use crate::http::response::{self, Body};
+use crate::ids::SessionKey;
+use crate::ids::SubId;
+use crate::session::error_msg;
 use crate::session::ratelimit::TokenBucket;
-use crate::session::token::SessionKey;
-use crate::session::{error_msg, SubId};
 use crate::ws::frame::{encode_close, write_header, MAX_HEADER_LEN};
 use crate::ws::message::CloseFrame;
 use crate::ws::{close, Event, Limits, OpCode, Receiver, Role};
@@ -353,7 +354,7 @@ impl Worker {
     /// The subscriber id of a connection as it is now.
     pub(crate) fn sub_of(&self, slot: usize) -> SubId {
         let gen = self.conns.borrow().get(slot).map_or(0, |c| c.gen);
-        make_sub(self.id, slot, gen)
+        SubId::new(self.id, slot, gen)
     }
 
     /// A fresh subscriber id for the connection (each poll request gets one).
@@ -362,15 +363,18 @@ impl Worker {
         if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
             c.gen = gen;
         }
-        make_sub(self.id, slot, gen)
+        SubId::new(self.id, slot, gen)
     }
 
     /// The connection a subscriber id names, if it is still that subscriber.
     pub(crate) fn slot_of(&self, sub: SubId) -> Option<usize> {
-        let (worker, slot, gen) = sub_parts(sub);
+        let slot = sub.slot();
         let conns = self.conns.borrow();
-        (worker == self.id && conns.get(slot).is_some_and(|c| c.gen == gen && !c.dead))
-            .then_some(slot)
+        (sub.worker() == self.id
+            && conns
+                .get(slot)
+                .is_some_and(|c| sub.is_generation(c.gen) && !c.dead))
+        .then_some(slot)
     }
 
     /// Reads once; false when the connection is finished.
@@ -598,7 +602,7 @@ impl Worker {
                     .conns
                     .borrow()
                     .get(slot)
-                    .map(|c| make_sub(self.id, slot, c.gen))
+                    .map(|c| SubId::new(self.id, slot, c.gen))
                 else {
                     return;
                 };
@@ -630,7 +634,7 @@ impl Worker {
                     let Mode::Ws(ws) = &mut c.mode else { return };
                     (
                         ws.key,
-                        make_sub(self.id, slot, gen),
+                        SubId::new(self.id, slot, gen),
                         ws.frames.take(limits.frame_rate, now),
                     )
                 };
@@ -746,7 +750,7 @@ impl Worker {
                 }
                 Mode::Agent(a) => {
                     self.m().websockets.add(-1);
-                    let sub = make_sub(self.id, slot, c.gen);
+                    let sub = SubId::new(self.id, slot, c.gen);
                     let _ = self.shared.desk.send(super::desk::DeskMsg::AgentClosed {
                         agent: a.agent,
                         sub,
@@ -761,7 +765,7 @@ impl Worker {
                 _ => None,
             };
             (
-                detach.map(|k| (k, make_sub(self.id, slot, c.gen))),
+                detach.map(|k| (k, SubId::new(self.id, slot, c.gen))),
                 !c.flushing && c.out.is_none(),
             )
         };
@@ -946,7 +950,7 @@ impl Worker {
             .open_conns
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.m().connections.add(-1);
-        let sub = make_sub(self.id, slot, c.gen);
+        let sub = SubId::new(self.id, slot, c.gen);
         match c.mode {
             Mode::Ws(ws) => {
                 self.m().websockets.add(-1);

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 
-use super::worker::{Op, WorkerMsg};
+use super::worker::WorkerMsg;
 use super::Shared;
 use crate::desk::directory::Directory;
-use crate::desk::routing::{AgentId, ConvKey};
-use crate::desk::{Desk, DeskConfig, DeskOut, ReadPurpose, VisitorEvent};
+use crate::desk::{Desk, DeskConfig, DeskOut, ReadPurpose};
+use crate::handoff::VisitorEvent;
 use crate::http::response::{self, Body};
-use crate::session::SubId;
+use crate::ids::SubId;
+use crate::ids::{AgentId, ConversationId};
 use crate::store::{ConversationSummary, StoreHandle, Transcript};
 
 /// What the desk thread receives.
@@ -43,7 +44,7 @@ pub(crate) enum DeskMsg {
     Visitor(VisitorEvent),
     /// A transcript read's answer.
     Transcript {
-        conv: ConvKey,
+        conv: ConversationId,
         purpose: ReadPurpose,
         result: Result<Option<Transcript>, String>,
     },
@@ -203,11 +204,7 @@ fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sende
         }
         DeskOut::Session { key, ev } => {
             let owner = key.owner(shared.inboxes.len());
-            let _ = shared.inboxes[owner].send(WorkerMsg::Op {
-                key,
-                sub: 0,
-                op: Op::Desk(ev),
-            });
+            let _ = shared.inboxes[owner].send(WorkerMsg::Desk { key, ev });
         }
         DeskOut::Write { write, then } => {
             let tx = tx.clone();

@@ -68,8 +68,8 @@ pub struct Shared {
 
 impl Shared {
     /// Sends `msg` to the worker that holds the connection `sub`.
-    fn send_to(&self, sub: crate::session::SubId, msg: WorkerMsg) {
-        let (worker, _, _) = worker::sub_parts(sub);
+    fn send_to(&self, sub: crate::ids::SubId, msg: WorkerMsg) {
+        let worker = sub.worker();
         if let Some(tx) = self.inboxes.get(worker) {
             let _ = tx.send(msg);
         }

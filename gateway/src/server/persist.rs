@@ -7,16 +7,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::worker::{Op, Worker, WorkerMsg};
+use super::worker::{Waiting, Worker, WorkerMsg};
 use crate::chat::server::{Author, Item, Source};
-use crate::session::token::{ConversationId, SessionKey};
-use crate::session::{PageInfo, Record, Restored, Session, SubId};
+use crate::ids::{ConversationId, SessionKey};
+use crate::session::{PageInfo, Record, Restored, Session};
 use crate::store::{self, StoredItem, StoredSession, Write};
 
 /// Whose records are written: the session, its current conversation and site.
 pub(crate) struct Owner<'a> {
     pub(crate) key: SessionKey,
-    pub(crate) conversation: [u8; 12],
+    pub(crate) conversation: ConversationId,
     pub(crate) site: &'a str,
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn write_for(record: Record, owner: &Owner<'_>, at_ms: u64) -> Write 
             at_ms,
         },
         Record::ConversationOpened => Write::ConversationOpened {
-            key: owner.key.bytes(),
+            key: owner.key,
             conversation,
             site: owner.site.to_string(),
             started_ms: at_ms,
@@ -127,13 +127,7 @@ pub(crate) fn session_from(key: SessionKey, st: StoredSession, now: Instant) -> 
         needs_human: c.needs_human.map(|m| m.reason),
         ended: c.ended.is_some(),
     };
-    Session::restore(
-        key,
-        ConversationId::from_bytes(c.id),
-        Arc::from(st.site),
-        now,
-        restored,
-    )
+    Session::restore(key, c.id, Arc::from(st.site), now, restored)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -159,7 +153,7 @@ impl Worker {
         let at = unix_ms();
         let owner = Owner {
             key,
-            conversation: conversation.bytes(),
+            conversation,
             site: &site,
         };
         let writes: Vec<Write> = records
@@ -182,8 +176,8 @@ impl Worker {
     pub(crate) fn record_session(&self, key: SessionKey, conversation: ConversationId, site: &str) {
         self.store.write(
             Write::SessionCreated {
-                key: key.bytes(),
-                conversation: conversation.bytes(),
+                key,
+                conversation,
                 site: site.to_string(),
                 created_ms: unix_ms(),
             },
@@ -193,17 +187,17 @@ impl Worker {
 
     /// An operation for a session that is not in memory: load it from the
     /// store first (once, however many operations wait for it).
-    pub(crate) fn load_then(&self, key: SessionKey, sub: SubId, op: Op) {
+    pub(crate) fn load_then(&self, key: SessionKey, then: Waiting) {
         let mut loading = self.loading.borrow_mut();
         if let Some(waiting) = loading.get_mut(&key) {
-            waiting.push((sub, op));
+            waiting.push(then);
             return;
         }
-        loading.insert(key, vec![(sub, op)]);
+        loading.insert(key, vec![then]);
         drop(loading);
         let inbox = self.shared.inboxes[self.id].clone();
         self.store.load_session(
-            &key.bytes(),
+            &key,
             Box::new(move |r| {
                 let result = r.map(|o| o.map(Box::new)).map_err(|e| e.to_string());
                 let _ = inbox.send(WorkerMsg::Loaded { key, result });
@@ -231,8 +225,11 @@ impl Worker {
                 tracing::error!(worker = self.id, error = %e, "cannot load a session from the store")
             }
         }
-        for (sub, op) in waiting {
-            self.run_op_loaded(key, sub, op);
+        for w in waiting {
+            match w {
+                Waiting::Op { sub, op } => self.run_op_loaded(key, sub, op),
+                Waiting::Desk(ev) => self.on_desk_news_loaded(key, ev),
+            }
         }
     }
 }

@@ -20,8 +20,9 @@ use super::Shared;
 use crate::config::KnowledgeConfig;
 use crate::grounding::embedder::{self, PoolEmbedder};
 use crate::grounding::library::Library;
-use crate::session::token::SessionKey;
-use crate::session::{AnswerJob, SubId};
+use crate::ids::SessionKey;
+use crate::ids::SubId;
+use crate::session::AnswerJob;
 use crate::sites::DEMO_SITE;
 
 /// How often the data directory is looked at for knowledge bases written by

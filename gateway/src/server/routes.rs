@@ -16,9 +16,9 @@ use crate::chat::client;
 use crate::config::CookieMode;
 use crate::http::request::{query_param, Parsed};
 use crate::http::response::{self, Body};
+use crate::ids::SessionKey;
+use crate::ids::SubId;
 use crate::session::ratelimit::TokenBucket;
-use crate::session::token::SessionKey;
-use crate::session::SubId;
 use crate::sites::Site;
 use crate::ws::{handshake, Receiver};
 
@@ -633,7 +633,7 @@ impl Worker {
         let (held, sub) = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else { return };
-            let sub = super::worker::make_sub(self.id, slot, c.gen);
+            let sub = SubId::new(self.id, slot, c.gen);
             match std::mem::replace(&mut c.mode, Mode::Http) {
                 Mode::PollHeld(h) => {
                     self.m().polls_held.add(-1);

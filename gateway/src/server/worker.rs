@@ -25,9 +25,11 @@ use super::answer::ServiceAdmission;
 use super::conn::{self, Conn};
 use super::{sweep, sys, Shared};
 use crate::chat::client::{ClientError, ClientMsg};
+use crate::handoff::SessionEvent;
+use crate::ids::SubId;
+use crate::ids::{ConversationId, SessionKey};
 use crate::metrics::{DriverKind, WorkerMetrics};
-use crate::session::token::{ConversationId, SessionKey};
-use crate::session::{Now, Origin, Out, Session, Settings, SubId};
+use crate::session::{Now, Origin, Out, Session, Settings};
 use crate::sites::Site;
 use crate::store::StoreHandle;
 
@@ -47,8 +49,15 @@ pub(crate) enum Op {
     },
     /// A `GET /poll/recv`; answered by `OpDone`, then `PollReady` when there is something.
     PollRecv { site: Arc<str>, cursor: u64 },
-    /// News from the agent desk (no subscriber; not answered).
-    Desk(crate::desk::SessionEvent),
+}
+
+/// What waits for a session to be loaded from the store.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// A subscriber's operation.
+    Op { sub: SubId, op: Op },
+    /// News from the agent desk.
+    Desk(SessionEvent),
 }
 
 /// A message between workers.
@@ -56,6 +65,9 @@ pub(crate) enum Op {
 pub(crate) enum WorkerMsg {
     /// To a session's owner.
     Op { key: SessionKey, sub: SubId, op: Op },
+    /// News from the agent desk for a session's owner (no subscriber asked:
+    /// nothing is answered).
+    Desk { key: SessionKey, ev: SessionEvent },
     /// Whether the session of an `Op` existed.
     OpDone { sub: SubId, found: bool },
     /// A server message for a socket.
@@ -102,25 +114,6 @@ pub(crate) enum WorkerMsg {
     Shutdown,
 }
 
-const SLOT_BITS: u32 = 24;
-const GEN_BITS: u32 = 30;
-
-/// Packs a worker, a connection slot and that slot's generation into a [`SubId`].
-pub(crate) fn make_sub(worker: usize, slot: usize, gen: u64) -> SubId {
-    ((worker as u64) << (SLOT_BITS + GEN_BITS))
-        | ((slot as u64 & ((1 << SLOT_BITS) - 1)) << GEN_BITS)
-        | (gen & ((1 << GEN_BITS) - 1))
-}
-
-/// The worker, slot and generation in a [`SubId`].
-pub(crate) fn sub_parts(sub: SubId) -> (usize, usize, u64) {
-    (
-        (sub >> (SLOT_BITS + GEN_BITS)) as usize,
-        ((sub >> GEN_BITS) & ((1 << SLOT_BITS) - 1)) as usize,
-        sub & ((1 << GEN_BITS) - 1),
-    )
-}
-
 /// A one-shot event on one thread: set once, awaited by one task.
 #[derive(Default)]
 pub(crate) struct LocalEvent {
@@ -157,7 +150,7 @@ pub(crate) struct Worker {
     /// Boxed: the map's spare capacity then costs a pointer per slot, not a session.
     pub(crate) sessions: RefCell<HashMap<SessionKey, Box<Session>>>,
     /// Sessions being loaded from the store, and the operations waiting for them.
-    pub(crate) loading: RefCell<HashMap<SessionKey, Vec<(SubId, Op)>>>,
+    pub(crate) loading: RefCell<HashMap<SessionKey, Vec<Waiting>>>,
     pub(crate) store: StoreHandle,
     /// This worker's handle on the inference service.
     pub(crate) inference: inference_client::Client,
@@ -307,6 +300,7 @@ impl Worker {
     fn on_msg(self: &Rc<Self>, msg: WorkerMsg) {
         match msg {
             WorkerMsg::Op { key, sub, op } => self.run_op(key, sub, op),
+            WorkerMsg::Desk { key, ev } => self.on_desk_news(key, ev),
             WorkerMsg::OpDone { sub, found } => self.on_op_done(sub, found),
             WorkerMsg::Deliver { to, msg } => self.deliver_ws(to, &msg),
             WorkerMsg::PollReady {
@@ -355,7 +349,7 @@ impl Worker {
     }
 
     fn reply_op(self: &Rc<Self>, sub: SubId, found: bool) {
-        let (worker, _, _) = sub_parts(sub);
+        let worker = sub.worker();
         if worker == self.id {
             self.on_op_done(sub, found);
         } else {
@@ -405,10 +399,10 @@ impl Worker {
     pub(crate) fn run_op(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
         let wants_session = matches!(
             op,
-            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. } | Op::Desk(_)
+            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. }
         );
         if wants_session && !self.sessions.borrow().contains_key(&key) {
-            return self.load_then(key, sub, op);
+            return self.load_then(key, Waiting::Op { sub, op });
         }
         self.run_op_loaded(key, sub, op);
     }
@@ -472,27 +466,6 @@ impl Worker {
                 }
                 _ => Some(false),
             },
-            Op::Desk(ev) => {
-                match sess {
-                    Some(s) => s.on_desk(ev, now, &mut out),
-                    None => {
-                        if let crate::desk::SessionEvent::AgentMessage {
-                            conv, agent, id, ..
-                        } = ev
-                        {
-                            let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(
-                                crate::desk::VisitorEvent::AgentMessageFailed {
-                                    conv,
-                                    agent,
-                                    id,
-                                    error: "the visitor's session no longer exists".into(),
-                                },
-                            ));
-                        }
-                    }
-                }
-                None
-            }
             Op::PollRecv { site, cursor } => match sess {
                 Some(s) if *s.site == *site => {
                     self.with_settings(&site, |st| {
@@ -508,6 +481,43 @@ impl Worker {
         if let Some(found) = reply {
             self.reply_op(sub, found);
         }
+        self.apply(key, out);
+    }
+
+    /// News from the agent desk for a session this worker owns (loaded from
+    /// the store first when it is not in memory).
+    pub(crate) fn on_desk_news(self: &Rc<Self>, key: SessionKey, ev: SessionEvent) {
+        if !self.sessions.borrow().contains_key(&key) {
+            return self.load_then(key, Waiting::Desk(ev));
+        }
+        self.on_desk_news_loaded(key, ev);
+    }
+
+    /// `on_desk_news` once the store has been asked. An agent's message for a
+    /// session that no longer exists goes back to the desk as failed.
+    pub(crate) fn on_desk_news_loaded(self: &Rc<Self>, key: SessionKey, ev: SessionEvent) {
+        let now = Now::current();
+        let mut out = Vec::new();
+        let mut sessions = self.sessions.borrow_mut();
+        match sessions.get_mut(&key) {
+            Some(s) => s.on_desk(ev, now, &mut out),
+            None => {
+                if let SessionEvent::AgentMessage {
+                    conv, agent, id, ..
+                } = ev
+                {
+                    let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(
+                        crate::handoff::VisitorEvent::AgentMessageFailed {
+                            conv,
+                            agent,
+                            id,
+                            error: "the visitor's session no longer exists".into(),
+                        },
+                    ));
+                }
+            }
+        }
+        drop(sessions);
         self.apply(key, out);
     }
 
@@ -528,7 +538,7 @@ impl Worker {
         for o in out {
             match o {
                 Out::Send { to, msg } => {
-                    let (worker, _, _) = sub_parts(to);
+                    let worker = to.worker();
                     if worker == self.id {
                         self.deliver_ws(to, &msg);
                     } else {
@@ -540,7 +550,7 @@ impl Worker {
                     cursor,
                     messages,
                 } => {
-                    let (worker, _, _) = sub_parts(to);
+                    let worker = to.worker();
                     if worker == self.id {
                         self.deliver_poll(to, cursor, messages);
                     } else {
@@ -627,22 +637,6 @@ impl Worker {
         }
         if self.conns.borrow().is_empty() {
             self.drained.set();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sub_ids_round_trip() {
-        for (w, s, g) in [
-            (0, 0, 1),
-            (3, 123_456, 987_654),
-            (1023, (1 << 24) - 1, (1 << 30) - 1),
-        ] {
-            assert_eq!(sub_parts(make_sub(w, s, g)), (w, s, g));
         }
     }
 }

@@ -18,7 +18,6 @@ pub mod ask_person;
 pub mod log;
 pub mod prompt;
 pub mod ratelimit;
-pub mod token;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -30,16 +29,13 @@ use serde_json::value::RawValue;
 use crate::chat::client::{ClientError, ClientMsg, Hello};
 use crate::chat::server::{AgentEvent, Author, Handoff, Item, ServerMsg, Source, Streaming};
 use crate::chat::ErrorCode;
-use crate::desk::{SessionEvent, VisitorEvent};
+use crate::handoff::{SessionEvent, VisitorEvent};
+use crate::ids::{ConversationId, SessionKey, SubId};
 use inference_client::{Admitted, Ask, Busy};
 use log::{PollLog, Since};
 use prompt::PromptMessage;
 use ratelimit::{Rate, TokenBucket};
 use smallvec::SmallVec;
-use token::{ConversationId, SessionKey};
-
-/// A subscriber (socket or poller) as the worker addresses it; opaque here.
-pub type SubId = u64;
 
 /// Where a client message came from, which is where direct answers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -619,7 +615,7 @@ impl Session {
             ClientMsg::Typing => {
                 if matches!(self.t.as_ref().map(|t| &t.human), Some(Human::Held(_))) {
                     out.push(Out::Desk(VisitorEvent::Typing {
-                        conv: self.conversation.bytes(),
+                        conv: self.conversation,
                     }));
                 }
             }
@@ -777,7 +773,7 @@ impl Session {
                     prompt,
                     prompt_tokens,
                     query: (s.grounding_tokens > 0)
-                        .then(|| crate::grounding::query(self.items(), &item.text)),
+                        .then(|| prompt::retrieval_query(self.items(), &item.text)),
                     admitted,
                 })
             }
@@ -844,7 +840,7 @@ impl Session {
             .map(|i| i.text.clone());
         let page = self.page.as_ref();
         out.push(Out::Desk(VisitorEvent::NeedsHuman {
-            conv: self.conversation.bytes(),
+            conv: self.conversation,
             key: self.key,
             site: self.site.to_string(),
             reason,
@@ -858,7 +854,7 @@ impl Session {
 
     /// What the agent desk says about this conversation.
     pub fn on_desk(&mut self, ev: SessionEvent, now: Now, out: &mut Vec<Out>) {
-        let conv = self.conversation.bytes();
+        let conv = self.conversation;
         match ev {
             SessionEvent::Queued { position } => {
                 self.transcript().human = Human::Waiting;
@@ -1116,7 +1112,7 @@ impl Session {
                         if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
                             let item = serde_json::to_value(item).unwrap_or_default();
                             out.push(Out::Desk(VisitorEvent::Item {
-                                conv: self.conversation.bytes(),
+                                conv: self.conversation,
                                 item,
                             }));
                         }
@@ -1160,7 +1156,7 @@ impl Session {
             ) => {
                 self.broadcast(msg, out);
                 out.push(Out::Desk(VisitorEvent::AgentMessageStored {
-                    conv: self.conversation.bytes(),
+                    conv: self.conversation,
                     agent,
                     id,
                     seq,
@@ -1172,7 +1168,7 @@ impl Session {
                     t.items.retain(|i| i.seq != seq);
                 }
                 out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
-                    conv: self.conversation.bytes(),
+                    conv: self.conversation,
                     agent,
                     id,
                     error: format!("the message could not be stored ({e}); send it again"),

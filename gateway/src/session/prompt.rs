@@ -9,6 +9,23 @@
 
 use crate::chat::server::{Author, Item};
 
+/// A question this short is probably a follow-up ("and to Canada?"): the
+/// visitor's previous message is searched with it.
+const FOLLOW_UP_WORDS: usize = 4;
+
+/// The text to search the knowledge base for when answering `newest`: the
+/// message itself, with the visitor's previous message before it when the new
+/// one is a short follow-up.
+pub fn retrieval_query(history: &[Item], newest: &str) -> String {
+    if newest.split_whitespace().count() >= FOLLOW_UP_WORDS {
+        return newest.to_string();
+    }
+    match history.iter().rev().find(|i| i.from == Author::Visitor) {
+        Some(prev) => format!("{} {newest}", prev.text),
+        None => newest.to_string(),
+    }
+}
+
 /// Who speaks in a prompt message (the OpenAI roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -256,5 +273,22 @@ mod tests {
         );
         assert!(p[0].content.contains("helpful assistant"));
         assert_eq!(p[2].content, "Ana (support agent): I am here");
+    }
+
+    #[test]
+    fn short_follow_ups_are_searched_with_the_previous_question() {
+        let history = [
+            item(1, Author::Visitor, "How long does shipping to the US take?"),
+            item(2, Author::Ai, "Three to five business days."),
+        ];
+        assert_eq!(
+            retrieval_query(&history, "and to Canada?"),
+            "How long does shipping to the US take? and to Canada?"
+        );
+        assert_eq!(
+            retrieval_query(&history, "What is your return policy for shoes?"),
+            "What is your return policy for shoes?"
+        );
+        assert_eq!(retrieval_query(&[], "returns?"), "returns?");
     }
 }

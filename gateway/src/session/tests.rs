@@ -2,8 +2,13 @@
 
 use super::*;
 use crate::chat::client::{ClientMsg, Hello};
-use crate::session::token::ConversationId;
+use crate::ids::ConversationId;
 use std::cell::Cell;
+
+/// A subscriber on worker 0, slot `slot`.
+fn sub(slot: usize) -> SubId {
+    SubId::new(0, slot, 0)
+}
 
 fn config() -> Box<RawValue> {
     RawValue::from_string(r##"{"theme":{"accent":"#0a7"}}"##.to_string()).unwrap()
@@ -128,27 +133,27 @@ fn hello_gets_welcome_then_resumed_welcome() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Hello(Default::default()),
         at(t0, 0),
         &s,
     );
-    let w = &sent_to(&out, 1)[0];
+    let w = &sent_to(&out, sub(1))[0];
     assert_eq!(w["type"], "welcome");
     assert_eq!(w["conversation"], sess.conversation.to_string());
     assert_eq!(w["resumed"], false);
     assert_eq!(w["config"]["theme"]["accent"], "#0a7");
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Hello(Default::default()),
         at(t0, 1),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["resumed"], true);
+    assert_eq!(sent_to(&out, sub(1))[0]["resumed"], true);
 }
 
 #[test]
@@ -157,11 +162,11 @@ fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
-    sess.attach(2, t0);
+    sess.attach(sub(1), t0);
+    sess.attach(sub(2), t0);
     let mut out = Vec::new();
     sess.on_client(
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m1", "where is my order?"),
         at(t0, 0),
         &s,
@@ -173,11 +178,11 @@ fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
     assert!(
         matches!(&records[0], Record::Item { item, .. } if item.id.as_deref() == Some("m1") && item.seq == 1)
     );
-    assert!(sent_to(&out, 1).is_empty(), "no ack before the commit");
+    assert!(sent_to(&out, sub(1)).is_empty(), "no ack before the commit");
     // A resend before the commit does nothing: the ack is on its way.
     let mut resend = Vec::new();
     sess.on_client(
-        Origin::Socket(2),
+        Origin::Socket(sub(2)),
         msg("m1", "where is my order?"),
         at(t0, 1),
         &s,
@@ -187,8 +192,8 @@ fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
 
     out.clear();
     sess.on_committed(Ok(()), Instant::now(), &mut out);
-    for sub in [1, 2] {
-        let got = sent_to(&out, sub);
+    for to in [sub(1), sub(2)] {
+        let got = sent_to(&out, to);
         assert_eq!(
             got,
             vec![serde_json::json!({"type": "ack", "id": "m1", "seq": 1})]
@@ -203,14 +208,14 @@ fn the_ack_waits_for_the_commit_and_goes_to_every_socket() {
     // After the commit a resend gets the original ack, to the sender only.
     out.clear();
     sess.on_client(
-        Origin::Socket(2),
+        Origin::Socket(sub(2)),
         msg("m1", "where is my order?"),
         at(t0, 10),
         &s,
         &mut out,
     );
     assert_eq!(out.len(), 1);
-    assert_eq!(sent_to(&out, 2)[0]["seq"], 1);
+    assert_eq!(sent_to(&out, sub(2))[0]["seq"], 1);
     assert_eq!(sess.items().len(), 1);
 }
 
@@ -223,10 +228,16 @@ fn busy_instead_of_the_ack_and_nothing_stored() {
     let s = settings(&cfg, &gate);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let mut out = Vec::new();
-    sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
-    let e = &sent_to(&out, 1)[0];
+    sess.on_client(
+        Origin::Socket(sub(1)),
+        msg("m1", "hi"),
+        at(t0, 0),
+        &s,
+        &mut out,
+    );
+    let e = &sent_to(&out, sub(1))[0];
     assert_eq!(
         (
             e["code"].as_str(),
@@ -241,12 +252,12 @@ fn busy_instead_of_the_ack_and_nothing_stored() {
     gate.full.set(false);
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m1", "hi"),
         at(t0, 900),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert_eq!(sent_to(&out, sub(1))[0]["type"], "ack");
 }
 
 #[test]
@@ -255,15 +266,21 @@ fn a_failed_commit_is_reported_and_forgotten() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let mut out = Vec::new();
-    sess.on_client(Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s, &mut out);
+    sess.on_client(
+        Origin::Socket(sub(1)),
+        msg("m1", "hi"),
+        at(t0, 0),
+        &s,
+        &mut out,
+    );
     out.clear();
     sess.on_committed(Err("disk full".into()), Instant::now(), &mut out);
     // Its place in line went back with the dropped job (inference-client's
     // `Admitted` gives it back on drop).
     assert!(!out.iter().any(|o| matches!(o, Out::Answer(_))));
-    let e = &sent_to(&out, 1)[0];
+    let e = &sent_to(&out, sub(1))[0];
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
         (Some("internal"), Some("m1"))
@@ -272,12 +289,12 @@ fn a_failed_commit_is_reported_and_forgotten() {
     // The resend goes through as new.
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m1", "hi"),
         at(t0, 10),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert_eq!(sent_to(&out, sub(1))[0]["type"], "ack");
 }
 
 #[test]
@@ -286,21 +303,27 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(7, t0);
-    let out = send_committed(&mut sess, Origin::Socket(7), msg("q", "hi"), at(t0, 0), &s);
+    sess.attach(sub(7), t0);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(sub(7)),
+        msg("q", "hi"),
+        at(t0, 0),
+        &s,
+    );
     let j = job(&out);
     let mut out = Vec::new();
     assert!(sess.reply_token(&j.reply, "Hel", &mut out));
     // A socket joining mid-stream sees the text so far in its welcome.
-    sess.attach(8, t0);
+    sess.attach(sub(8), t0);
     sess.on_client(
-        Origin::Socket(8),
+        Origin::Socket(sub(8)),
         ClientMsg::Hello(Default::default()),
         at(t0, 5),
         &s,
         &mut out,
     );
-    let w = sent_to(&out, 8).pop().unwrap();
+    let w = sent_to(&out, sub(8)).pop().unwrap();
     assert_eq!(w["streaming"][0]["text"], "Hel");
     assert_eq!(
         w["history"].as_array().unwrap().len(),
@@ -317,7 +340,7 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
     assert!(sess.reply_token(&j.reply, "lo", &mut out));
     assert!(sess.reply_done(&j.reply, vec![], 0.9, 0.0, at(t0, 9), &mut out));
     assert!(
-        !sent_to(&out, 7).iter().any(|m| m["type"] == "done"),
+        !sent_to(&out, sub(7)).iter().any(|m| m["type"] == "done"),
         "done waits for its commit"
     );
     let Some(Out::Commit(records)) = out.iter().rev().find(|o| matches!(o, Out::Commit(_))) else {
@@ -327,12 +350,12 @@ fn reply_streams_then_lands_in_history_after_its_commit() {
         matches!(&records[0], Record::Item { item, in_reply_to: Some(q), confidence: Some(_), .. } if item.text == "Hello" && q == "q")
     );
     sess.on_committed(Ok(()), Instant::now(), &mut out);
-    let types: Vec<_> = sent_to(&out, 7)
+    let types: Vec<_> = sent_to(&out, sub(7))
         .iter()
         .map(|m| m["type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(types, ["token", "token", "done"]);
-    let done = sent_to(&out, 7).pop().unwrap();
+    let done = sent_to(&out, sub(7)).pop().unwrap();
     assert_eq!(
         (done["in_reply_to"].as_str(), done["seq"].as_u64()),
         (Some("q"), Some(2))
@@ -348,12 +371,18 @@ fn a_failed_reply_says_unavailable_and_asks_for_a_person() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
-    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
+    sess.attach(sub(1), t0);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(sub(1)),
+        msg("m1", "hi"),
+        at(t0, 0),
+        &s,
+    );
     let j = job(&out);
     let mut out = Vec::new();
     assert!(sess.reply_failed(&j.reply, ReplyFailure::Unavailable, &mut out));
-    let e = &sent_to(&out, 1)[0];
+    let e = &sent_to(&out, sub(1))[0];
     assert_eq!(
         (e["code"].as_str(), e["id"].as_str()),
         (Some("unavailable"), Some("m1"))
@@ -372,11 +401,17 @@ fn replies_nobody_watches_are_cancelled_after_a_grace() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
-    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
+    sess.attach(sub(1), t0);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(sub(1)),
+        msg("m1", "hi"),
+        at(t0, 0),
+        &s,
+    );
     let j = job(&out);
     let mut out = Vec::new();
-    sess.detach(1, t0);
+    sess.detach(sub(1), t0);
     sess.abandon_unwatched(
         t0 + Duration::from_secs(1),
         Duration::from_secs(5),
@@ -422,36 +457,36 @@ fn restored_session_resumes_and_re_acks() {
         t0,
         r,
     );
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Hello(Default::default()),
         at(t0, 0),
         &s,
     );
-    let w = sent_to(&out, 1).pop().unwrap();
+    let w = sent_to(&out, sub(1)).pop().unwrap();
     assert_eq!(w["resumed"], true);
     assert_eq!(w["history"][0]["text"], "before the crash");
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("old", "before the crash"),
         at(t0, 1),
         &s,
     );
     assert_eq!(
-        sent_to(&out, 1),
+        sent_to(&out, sub(1)),
         vec![serde_json::json!({"type": "ack", "id": "old", "seq": 1})]
     );
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("new", "after"),
         at(t0, 2),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["seq"], 2);
+    assert_eq!(sent_to(&out, sub(1))[0]["seq"], 2);
     assert_eq!(
         job(&out).prompt.len(),
         3,
@@ -465,10 +500,10 @@ fn human_request_marks_the_conversation_once() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let mut out = Vec::new();
     sess.on_client(
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Human { reason: None },
         at(t0, 0),
         &s,
@@ -476,21 +511,23 @@ fn human_request_marks_the_conversation_once() {
     );
     assert_eq!(commits(&out), 1);
     assert!(
-        out.iter()
-            .any(|o| matches!(o, Out::Desk(crate::desk::VisitorEvent::NeedsHuman { .. }))),
+        out.iter().any(|o| matches!(
+            o,
+            Out::Desk(crate::handoff::VisitorEvent::NeedsHuman { .. })
+        )),
         "the desk is asked"
     );
     out.clear();
     // The desk has nobody: the visitor is told.
     sess.on_desk(
-        crate::desk::SessionEvent::NoneAvailable,
+        crate::handoff::SessionEvent::NoneAvailable,
         at(t0, 0),
         &mut out,
     );
-    assert_eq!(sent_to(&out, 1)[0]["event"], "none_available");
+    assert_eq!(sent_to(&out, sub(1))[0]["event"], "none_available");
     out.clear();
     sess.on_client(
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Human { reason: None },
         at(t0, 1),
         &s,
@@ -505,18 +542,18 @@ fn flooding_is_rate_limited_without_storing() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let mut out = Vec::new();
     for i in 0..4 {
         out.extend(send_committed(
             &mut sess,
-            Origin::Socket(1),
+            Origin::Socket(sub(1)),
             msg(&format!("m{i}"), "x"),
             at(t0, 0),
             &s,
         ));
     }
-    let last = sent_to(&out, 1).pop().unwrap();
+    let last = sent_to(&out, sub(1)).pop().unwrap();
     assert_eq!(last["type"], "error");
     assert_eq!(last["code"], "rate_limited");
     assert_eq!(last["id"], "m3");
@@ -525,12 +562,12 @@ fn flooding_is_rate_limited_without_storing() {
     // After the wait it is accepted.
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m3", "x"),
         at(t0, 1000),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert_eq!(sent_to(&out, sub(1))[0]["type"], "ack");
 }
 
 #[test]
@@ -541,7 +578,7 @@ fn long_poll_cursor_flow() {
     let mut sess = session(t0);
     let mut out = Vec::new();
     // A recv with nothing to say is held.
-    sess.poll_recv(50, 0, t0, &s, &mut out);
+    sess.poll_recv(sub(50), 0, t0, &s, &mut out);
     assert!(out.is_empty());
     // hello through /poll/send completes it with the welcome.
     out = send_committed(
@@ -560,12 +597,12 @@ fn long_poll_cursor_flow() {
         panic!("not ready")
     };
     let mut out = Vec::new();
-    assert_eq!((to, cursor, messages.len()), (50, 1, 1));
+    assert_eq!((to, cursor, messages.len()), (sub(50), 1, 1));
     assert_eq!(json(&messages[0])["type"], "welcome");
     // A message and its ack; the next recv with cursor 1 gets the ack at once.
     send_committed(&mut sess, Origin::Poll, msg("m1", "hi"), at(t0, 2), &s);
     out.clear();
-    sess.poll_recv(51, 1, t0, &s, &mut out);
+    sess.poll_recv(sub(51), 1, t0, &s, &mut out);
     let Some(Out::PollReady {
         cursor, messages, ..
     }) = out.pop()
@@ -578,19 +615,19 @@ fn long_poll_cursor_flow() {
     );
     // A new recv ends a held one with nothing.
     out.clear();
-    sess.poll_recv(52, 2, t0, &s, &mut out);
-    sess.poll_recv(53, 2, t0, &s, &mut out);
+    sess.poll_recv(sub(52), 2, t0, &s, &mut out);
+    sess.poll_recv(sub(53), 2, t0, &s, &mut out);
     assert_eq!(
         out,
         vec![Out::PollReady {
-            to: 52,
+            to: sub(52),
             cursor: 2,
             messages: vec![]
         }]
     );
     // Timeout ends the held one.
     out.clear();
-    sess.poll_timeout(53, &mut out);
+    sess.poll_timeout(sub(53), &mut out);
     assert_eq!(out.len(), 1);
 }
 
@@ -614,7 +651,7 @@ fn expired_cursor_gets_error_then_fresh_welcome() {
         );
     }
     out.clear();
-    sess.poll_recv(9, 0, t0, &s, &mut out);
+    sess.poll_recv(sub(9), 0, t0, &s, &mut out);
     let Some(Out::PollReady {
         cursor, messages, ..
     }) = out.into_iter().find(|o| matches!(o, Out::PollReady { .. }))
@@ -648,7 +685,7 @@ fn page_info_round_trip() {
     let mut sess = session(t0);
     let mut out = Vec::new();
     sess.on_client(
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Hello(h.clone()),
         at(t0, 0),
         &s,
@@ -658,7 +695,7 @@ fn page_info_round_trip() {
     assert_eq!(commits(&out), 1, "the page is stored");
     out.clear();
     sess.on_client(
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Hello(h),
         at(t0, 1),
         &s,
@@ -673,10 +710,16 @@ fn websocket_only_sessions_keep_no_poll_log() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
-    send_committed(&mut sess, Origin::Socket(1), msg("m1", "x"), at(t0, 0), &s);
+    sess.attach(sub(1), t0);
+    send_committed(
+        &mut sess,
+        Origin::Socket(sub(1)),
+        msg("m1", "x"),
+        at(t0, 0),
+        &s,
+    );
     assert!(sess.poll.is_none());
-    sess.detach(1, t0);
+    sess.detach(sub(1), t0);
     assert!(sess.subscribers().is_empty());
 }
 
@@ -688,21 +731,21 @@ fn welcome_says_where_the_handoff_stands() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let welcome = |sess: &mut Session, ms: u64| {
         let out = send_committed(
             sess,
-            Origin::Socket(1),
+            Origin::Socket(sub(1)),
             ClientMsg::Hello(Default::default()),
             at(t0, ms),
             &s,
         );
-        sent_to(&out, 1)[0].get("handoff").cloned()
+        sent_to(&out, sub(1))[0].get("handoff").cloned()
     };
     assert_eq!(welcome(&mut sess, 0), None, "the AI answers");
     send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         ClientMsg::Human { reason: None },
         at(t0, 1),
         &s,
@@ -742,16 +785,26 @@ fn a_typed_request_for_a_person_is_handed_off_with_no_ai_answer() {
     let s = settings(&cfg, &OPEN);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let text = "can I speak to a human about my refund?";
-    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", text), at(t0, 0), &s);
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack", "the message is kept");
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(sub(1)),
+        msg("m1", text),
+        at(t0, 0),
+        &s,
+    );
+    assert_eq!(
+        sent_to(&out, sub(1))[0]["type"],
+        "ack",
+        "the message is kept"
+    );
     assert!(
         !out.iter().any(|o| matches!(o, Out::Answer(_))),
         "no AI reply"
     );
     let reason = out.iter().find_map(|o| match o {
-        Out::Desk(crate::desk::VisitorEvent::NeedsHuman {
+        Out::Desk(crate::handoff::VisitorEvent::NeedsHuman {
             reason, preview, ..
         }) => Some((reason.clone(), preview.clone())),
         _ => None,
@@ -765,9 +818,9 @@ fn a_typed_request_for_a_person_is_handed_off_with_no_ai_answer() {
     );
     // A question that merely names a person stays with the AI.
     let mut sess = session(t0);
-    sess.attach(1, t0);
+    sess.attach(sub(1), t0);
     let m = msg("m1", "is the person size chart accurate?");
-    let out = send_committed(&mut sess, Origin::Socket(1), m, at(t0, 0), &s);
+    let out = send_committed(&mut sess, Origin::Socket(sub(1)), m, at(t0, 0), &s);
     assert!(out.iter().any(|o| matches!(o, Out::Answer(_))));
 }
 
@@ -800,35 +853,41 @@ fn a_resend_at_its_time_holds_the_place_its_busy_kept() {
     let s = settings(&cfg, &gate);
     let t0 = Instant::now();
     let mut sess = session(t0);
-    sess.attach(1, t0);
-    let out = send_committed(&mut sess, Origin::Socket(1), msg("m1", "hi"), at(t0, 0), &s);
-    assert_eq!(sent_to(&out, 1)[0]["retry_after_ms"], 500);
+    sess.attach(sub(1), t0);
+    let out = send_committed(
+        &mut sess,
+        Origin::Socket(sub(1)),
+        msg("m1", "hi"),
+        at(t0, 0),
+        &s,
+    );
+    assert_eq!(sent_to(&out, sub(1))[0]["retry_after_ms"], 500);
     // Back on time: it holds its place.
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m1", "hi"),
         at(t0, 520),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert_eq!(sent_to(&out, sub(1))[0]["type"], "ack");
     assert!(gate.asks.borrow()[1].holds_place);
     // Refused again, then back far too late: a fresh request.
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m2", "hi"),
         at(t0, 600),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["code"], "busy");
+    assert_eq!(sent_to(&out, sub(1))[0]["code"], "busy");
     let out = send_committed(
         &mut sess,
-        Origin::Socket(1),
+        Origin::Socket(sub(1)),
         msg("m2", "hi"),
         at(t0, 600 + 500 + 2_500),
         &s,
     );
-    assert_eq!(sent_to(&out, 1)[0]["type"], "ack");
+    assert_eq!(sent_to(&out, sub(1))[0]["type"], "ack");
     assert!(!gate.asks.borrow()[3].holds_place);
 }

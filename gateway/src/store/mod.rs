@@ -47,11 +47,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::ids::{ConversationId, SessionKey};
 pub use error::StoreError;
 pub use records::{
-    Assignment, Author, CannedReply, ConvId, ConversationId, ConversationState,
-    ConversationSummary, CsatRating, DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo,
-    SessionKey, StoredAgent, StoredItem, StoredSession, Transcript, Write,
+    Assignment, Author, CannedReply, ConversationState, ConversationSummary, CsatRating,
+    DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo, StoredAgent, StoredItem,
+    StoredSession, Transcript, Write,
 };
 pub use stats::{LatencyHistogram, StoreStats, BATCH_BUCKETS, LATENCY_BUCKETS_US};
 

@@ -20,12 +20,13 @@ use std::time::Instant;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::records::{
-    Assignment, Author, CannedReply, ConvId, ConversationId, ConversationState,
-    ConversationSummary, CsatRating, DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo,
-    SessionKey, StoredAgent, StoredItem, StoredSession, Transcript,
+    Assignment, Author, CannedReply, ConversationState, ConversationSummary, CsatRating,
+    DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo, StoredAgent, StoredItem,
+    StoredSession, Transcript,
 };
 use super::writer::key_hash;
 use super::{Shared, StoreError};
+use crate::ids::{ConversationId, SessionKey};
 
 /// A read, as a job for whichever reader takes it.
 pub(super) type ReadJob = Box<dyn FnOnce(&mut ReadConn) + Send>;
@@ -275,7 +276,7 @@ impl ReadConn {
     ) -> Result<Option<Transcript>, StoreError> {
         let err = self.sql_err(format!(
             "reading the transcript of conversation {}",
-            ConvId(conversation)
+            conversation
         ));
         let tx = match self.conn.transaction() {
             Ok(tx) => tx,

@@ -1,16 +1,27 @@
-//! What the store keeps and hands back: plain types, no gateway types, so the
-//! store builds on its own and the gateway maps its own types onto these.
+//! What the store keeps and hands back: plain types over the shared ids
+//! ([`crate::ids`]), so the store needs nothing else of the gateway.
 
 use std::collections::HashMap;
 use std::fmt;
 
-/// A session token as bytes: the secret of the `lc_session` cookie. The store
-/// keeps only its SHA-256, never the token itself.
-pub type SessionKey = [u8; 16];
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-/// A public conversation id as bytes (written `c_` and 16 base64url characters
-/// by the gateway).
-pub type ConversationId = [u8; 12];
+use crate::ids::{ConversationId, SessionKey};
+
+// A conversation id is stored as its 12 bytes (a BLOB), so the schema's
+// keys stay compact and compare as bytes.
+impl ToSql for ConversationId {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Blob(self.as_bytes())))
+    }
+}
+
+impl FromSql for ConversationId {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let b = <[u8; 12]>::column_result(v)?;
+        Ok(ConversationId::from_bytes(b))
+    }
+}
 
 /// Who wrote an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -451,40 +462,10 @@ impl fmt::Debug for Write {
             other => {
                 let mut d = f.debug_struct(other.kind());
                 if let Some(c) = other.conversation() {
-                    d.field("conversation", &ConvId(c));
+                    d.field("conversation", c);
                 }
                 d.finish_non_exhaustive()
             }
         }
-    }
-}
-
-/// A conversation id written the way the gateway writes it (`c_` and base64url),
-/// for log lines and error messages.
-#[derive(Clone, Copy)]
-pub struct ConvId<'a>(pub &'a ConversationId);
-
-impl fmt::Display for ConvId<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = [0u8; 18];
-        out[0] = b'c';
-        out[1] = b'_';
-        // 12 bytes are exactly 4 groups of 3: 16 characters, no padding.
-        for (i, group) in self.0.chunks_exact(3).enumerate() {
-            let n = (u32::from(group[0]) << 16) | (u32::from(group[1]) << 8) | u32::from(group[2]);
-            for j in 0..4 {
-                out[2 + i * 4 + j] = ALPHABET[((n >> (18 - 6 * j)) & 63) as usize];
-            }
-        }
-        // Every byte written is ASCII.
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
-    }
-}
-
-impl fmt::Debug for ConvId<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
     }
 }

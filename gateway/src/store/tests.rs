@@ -15,8 +15,8 @@ use rusqlite::{Connection, OpenFlags};
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const KEY: SessionKey = [7; 16];
-const CONV: ConversationId = [1; 12];
+const KEY: SessionKey = SessionKey::from_bytes([7; 16]);
+const CONV: ConversationId = ConversationId::from_bytes([1; 12]);
 
 fn open_with(path: &Path, f: impl FnOnce(&mut StoreConfig)) -> Store {
     let mut cfg = StoreConfig::new(path);
@@ -313,8 +313,12 @@ fn reopen_keeps_everything() {
     assert_eq!(t.conversation, s.conversation);
     assert_eq!(t.offline.len(), 1);
     assert_eq!(t.offline[0].email, "v@example.com");
-    assert!(wait(|r| h.transcript(&[9; 12], r)).unwrap().is_none());
-    assert!(load(&h, &[9; 16]).is_none());
+    assert!(
+        wait(|r| h.transcript(&ConversationId::from_bytes([9; 12]), r))
+            .unwrap()
+            .is_none()
+    );
+    assert!(load(&h, &SessionKey::from_bytes([9; 16])).is_none());
 }
 
 #[test]
@@ -394,8 +398,12 @@ fn a_visitor_resend_is_stored_once_and_reported_ok() {
     assert_eq!(s.next_seq, 2);
     assert_eq!(s.client_ids["m1"], 1);
     // The same client id in another conversation is another message.
-    let other = [2; 12];
-    write(&h, created([8; 16], other, "demo", 1)).unwrap();
+    let other = ConversationId::from_bytes([2; 12]);
+    write(
+        &h,
+        created(SessionKey::from_bytes([8; 16]), other, "demo", 1),
+    )
+    .unwrap();
     write(&h, Write::Item(visitor(other, 1, "m1"))).unwrap();
     assert_eq!(store.stats().duplicates.load(Ordering::SeqCst), 2);
 }
@@ -410,7 +418,7 @@ fn a_failed_write_fails_alone_in_its_batch() {
     let commits_before = store.stats().commits.load(Ordering::SeqCst);
     let results: Vec<_> = [
         Write::Item(visitor(CONV, 1, "m1")),
-        Write::Item(visitor([9; 12], 1, "x")), // unknown conversation
+        Write::Item(visitor(ConversationId::from_bytes([9; 12]), 1, "x")), // unknown conversation
         Write::Item(visitor(CONV, 2, "m2")),
         Write::Item(visitor(CONV, 1, "other")), // seq 1 taken by another message
         Write::Csat {
@@ -418,7 +426,7 @@ fn a_failed_write_fails_alone_in_its_batch() {
             score: 9,
             comment: None,
         },
-        created([8; 16], CONV, "demo", 1), // conversation id taken: both rows undone
+        created(SessionKey::from_bytes([8; 16]), CONV, "demo", 1), // conversation id taken: both rows undone
         Write::Ended {
             conversation: CONV,
             reason: "resolved".into(),
@@ -449,7 +457,7 @@ fn a_failed_write_fails_alone_in_its_batch() {
     assert_eq!(s.items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2]);
     assert!(s.conversation.ended.is_some());
     // The half of the failed SessionCreated that would have worked is not there.
-    assert!(load(&h, &[8; 16]).is_none());
+    assert!(load(&h, &SessionKey::from_bytes([8; 16])).is_none());
 }
 
 #[test]
@@ -466,7 +474,7 @@ fn a_failed_commit_retries_the_batch_write_by_write() {
         .store(1, Ordering::SeqCst);
     let results: Vec<_> = [
         Write::Item(visitor(CONV, 1, "m1")),
-        Write::Item(visitor([9; 12], 1, "x")),
+        Write::Item(visitor(ConversationId::from_bytes([9; 12]), 1, "x")),
         Write::Item(visitor(CONV, 2, "m2")),
     ]
     .into_iter()
@@ -566,7 +574,7 @@ fn a_new_conversation_follows_an_ended_one_with_its_page_info() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("store.db"));
     let h = store.handle();
-    let second = [2; 12];
+    let second = ConversationId::from_bytes([2; 12]);
     for w in [
         created(KEY, CONV, "demo", 1),
         Write::PageInfo {
@@ -608,8 +616,8 @@ fn a_new_conversation_follows_an_ended_one_with_its_page_info() {
     let err = write(
         &h,
         Write::ConversationOpened {
-            key: [3; 16],
-            conversation: [3; 12],
+            key: SessionKey::from_bytes([3; 16]),
+            conversation: ConversationId::from_bytes([3; 12]),
             site: "demo".into(),
             started_ms: 1,
         },
@@ -627,8 +635,16 @@ fn conversations_are_listed_by_site_newest_first_in_pages() {
     // 25 conversations on "a" (start times with ties), 5 on "b".
     for i in 0..30u8 {
         let site = if i < 25 { "a" } else { "b" };
-        let conv = [i; 12];
-        h.write(created([i; 16], conv, site, u64::from(i / 2)), None);
+        let conv = ConversationId::from_bytes([i; 12]);
+        h.write(
+            created(
+                SessionKey::from_bytes([i; 16]),
+                conv,
+                site,
+                u64::from(i / 2),
+            ),
+            None,
+        );
         h.write(Write::Item(visitor(conv, 1, "m1")), None);
     }
     let mut pages = Vec::new();
@@ -643,7 +659,10 @@ fn conversations_are_listed_by_site_newest_first_in_pages() {
     }
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
     let all: Vec<_> = pages.concat();
-    let ids: Vec<u8> = all.iter().map(|s| s.conversation.id[0]).collect();
+    let ids: Vec<u8> = all
+        .iter()
+        .map(|s| s.conversation.id.as_bytes()[0])
+        .collect();
     assert_eq!(ids, (0..25u8).rev().collect::<Vec<_>>());
     assert!(all
         .iter()
@@ -673,13 +692,13 @@ fn conversations_are_listed_by_site_newest_first_in_pages() {
 fn the_session_token_is_never_stored_or_shown() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let key: SessionKey = *b"SECRET-TOKEN-123";
+    let key = SessionKey::from_bytes(*b"SECRET-TOKEN-123");
     let store = open(&path);
     write(&store.handle(), created(key, CONV, "demo", 1)).unwrap();
     store.close().unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert!(
-        !bytes.windows(16).any(|w| w == key),
+        !bytes.windows(16).any(|w| w == key.as_bytes()),
         "token found in the file"
     );
     let shown = format!("{:?}", created(key, CONV, "demo", 1));
@@ -937,7 +956,16 @@ fn run_load(
     let h = store.handle();
     let per = total / producers;
     for p in 0..producers {
-        write(&h, created([p as u8; 16], [p as u8; 12], "bench", 1)).unwrap();
+        write(
+            &h,
+            created(
+                SessionKey::from_bytes([p as u8; 16]),
+                ConversationId::from_bytes([p as u8; 12]),
+                "bench",
+                1,
+            ),
+        )
+        .unwrap();
     }
     let text = "How long does shipping to Lyon take, and can I return the jacket?".to_string();
     let start = Instant::now();
@@ -955,7 +983,13 @@ fn run_load(
                         in_flight -= 1;
                     }
                     let seq = i as u64 + 1;
-                    let mut it = StoredItem::new([p as u8; 12], seq, Author::Visitor, &text, seq);
+                    let mut it = StoredItem::new(
+                        ConversationId::from_bytes([p as u8; 12]),
+                        seq,
+                        Author::Visitor,
+                        &text,
+                        seq,
+                    );
                     it.client_id = Some(format!("m{seq}"));
                     let tx = tx.clone();
                     let t0 = Instant::now();

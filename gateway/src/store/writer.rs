@@ -22,8 +22,9 @@ use std::time::Instant;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::records::{ConvId, ConversationId, SessionKey, StoredItem, Write};
+use super::records::{StoredItem, Write};
 use super::{Callback, Shared, StoreError};
+use crate::ids::{ConversationId, SessionKey};
 
 /// What one `done` answers for: a write, or several applied all or nothing.
 pub(super) enum Unit {
@@ -351,12 +352,12 @@ fn run(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite:
 
 /// The SHA-256 of a session token: what the `sessions` table keys on.
 pub(super) fn key_hash(key: &SessionKey) -> [u8; 32] {
-    Sha256::digest(key).into()
+    Sha256::digest(key.as_bytes()).into()
 }
 
 fn describe(w: &Write) -> String {
     match w.conversation() {
-        Some(c) => format!("storing {} of conversation {}", w.kind(), ConvId(c)),
+        Some(c) => format!("storing {} of conversation {}", w.kind(), c),
         None => format!("storing {}", w.kind()),
     }
 }
@@ -406,7 +407,7 @@ fn apply(conn: &Connection, path: &Path, w: &Write) -> Result<Outcome, StoreErro
     };
     let unknown_conversation = |c: &ConversationId| StoreError::UnknownConversation {
         what: w.kind(),
-        conversation: ConvId(c).to_string(),
+        conversation: c.to_string(),
     };
     // An UPDATE or INSERT .. SELECT of one conversation: no row means no such conversation.
     let one_row = |changed: usize, c: &ConversationId| {
