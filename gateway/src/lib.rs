@@ -18,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod kb;
 pub mod metrics;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod sites;

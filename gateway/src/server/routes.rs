@@ -1,6 +1,7 @@
-//! HTTP routes: static files, health, metrics, admin, the chat and echo
-//! upgrades, and long-polling; plus completing requests that waited on a
-//! session's owner.
+//! The effects of the HTTP routes `router` decides: upgrades, long-polling,
+//! handing requests to the desk and retrieval threads, and completing
+//! requests that waited on a session's owner or another thread. The pure
+//! answers are `router::respond`'s.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,22 +12,18 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::conn::{Mode, Pending, PollHeld, WsChat};
 use super::worker::{Op, Worker};
-use crate::assets::{self, Asset};
 use crate::chat::client;
-use crate::config::CookieMode;
-use crate::http::request::{query_param, Parsed};
+use crate::http::request::Parsed;
 use crate::http::response::{self, Body};
 use crate::ids::SessionKey;
 use crate::ids::SubId;
+use crate::router::{self, respond, Route};
 use crate::session::ratelimit::TokenBucket;
 use crate::sites::Site;
 use crate::ws::{handshake, Receiver};
 
-/// Name of the session cookie (PROTOCOL.md).
-pub const SESSION_COOKIE: &str = "lc_session";
-
 impl Worker {
-    /// Routes one request.
+    /// Acts on one request as the router routes it.
     pub(crate) fn on_request(self: &Rc<Self>, slot: usize, p: Parsed) {
         let Parsed {
             request: req,
@@ -34,43 +31,26 @@ impl Worker {
             ..
         } = p;
         let head = req.method() == Method::HEAD;
-        let get = req.method() == Method::GET || head;
-        let path = req.uri().path();
-        match path {
-            "/ws" if req.method() == Method::GET => self.upgrade_chat(slot, req),
-            "/echo" if req.method() == Method::GET && self.shared.config.echo => {
-                self.upgrade_echo(slot, req)
-            }
-            "/poll/send" if req.method() == Method::POST => self.poll_send(slot, req, keep_alive),
-            "/poll/recv" if req.method() == Method::GET => self.poll_recv(slot, req, keep_alive),
-            "/healthz" if get => {
-                self.respond(slot, response::text(StatusCode::OK, "ok"), keep_alive, head)
-            }
-            "/metrics" if get => {
-                let mut s = String::with_capacity(8192);
-                crate::metrics::render(&self.shared.metrics, self.shared.max_connections, &mut s);
-                crate::metrics::render_store(&self.shared.store_stats, &mut s);
-                crate::metrics::render_pipeline(
-                    &self.shared.retrieval_metrics,
-                    self.shared.retrieval.len(),
-                    &self.shared.desk_metrics,
-                    super::persist::unix_ms(),
-                    &mut s,
-                );
-                crate::metrics::render_build_info(&mut s);
-                self.inference.stats().render_prometheus(&mut s);
-                let r = response::with_body(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    s,
-                );
+        let switches = router::Switches {
+            echo: self.shared.config.echo,
+        };
+        match router::route(&req, switches) {
+            Route::ChatUpgrade => self.upgrade_chat(slot, req),
+            Route::EchoUpgrade => self.upgrade_echo(slot, req),
+            Route::PollSend => self.poll(slot, req, keep_alive, |req| self.poll_batch(req)),
+            Route::PollRecv => self.poll(slot, req, keep_alive, |req| {
+                respond::poll_cursor(req).map(|cursor| PollOp::Recv { cursor })
+            }),
+            Route::Health => self.respond(slot, respond::health(), keep_alive, head),
+            Route::Metrics => {
+                let r = respond::metrics(self.render_metrics());
                 self.respond(slot, r, keep_alive, head);
             }
-            "/agent/ws" if req.method() == Method::GET => self.upgrade_agent(slot, req),
-            "/agent" if get => self.serve_asset(slot, &req, "agent.html", keep_alive),
-            p if is_desk_route(p) => self.to_desk(slot, req, keep_alive),
-            p if crate::grounding::api::is_kb_route(p) => self.to_retrieval(slot, req, keep_alive),
-            p if p == "/admin" || p.starts_with("/admin/") => {
+            Route::AgentUpgrade => self.upgrade_agent(slot, req),
+            Route::AgentPage => self.respond(slot, respond::agent_page(&req), keep_alive, head),
+            Route::Desk => self.to_desk(slot, req, keep_alive),
+            Route::KnowledgeBase => self.to_retrieval(slot, req, keep_alive),
+            Route::Admin => {
                 let r = crate::admin::handle(
                     &req,
                     self.shared.admin_token.as_ref(),
@@ -78,25 +58,40 @@ impl Worker {
                 );
                 self.respond(slot, r, keep_alive, head);
             }
-            "/" if get => self.serve_asset(slot, &req, "demo.html", keep_alive),
-            "/chat" if get => self.serve_chat_frame(slot, &req, keep_alive),
-            p if get && assets::find(&p[1..]).is_some() => {
-                self.serve_asset(slot, &req, &p[1..], keep_alive)
-            }
-            "/ws" | "/poll/send" | "/poll/recv" | "/healthz" | "/metrics" | "/" | "/chat" => {
-                let r = response::text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{} is not allowed on {path}", req.method()),
-                );
+            Route::Asset(name) => self.respond(slot, respond::asset(&req, name), keep_alive, head),
+            Route::ChatFrame => {
+                let r = match self.site_for(&req, false) {
+                    Ok(site) => respond::chat_frame(&req, &site),
+                    Err(r) => *r,
+                };
                 self.respond(slot, r, keep_alive, head);
             }
-            _ => self.respond(
-                slot,
-                response::text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
-                keep_alive,
-                head,
-            ),
+            Route::MethodNotAllowed(msg) => {
+                let r = response::text(StatusCode::METHOD_NOT_ALLOWED, msg);
+                self.respond(slot, r, keep_alive, head);
+            }
+            Route::NotFound(msg) => {
+                let r = response::text(StatusCode::NOT_FOUND, msg);
+                self.respond(slot, r, keep_alive, head);
+            }
         }
+    }
+
+    /// The Prometheus exposition of this worker's view of the server.
+    fn render_metrics(&self) -> String {
+        let mut s = String::with_capacity(8192);
+        crate::metrics::render(&self.shared.metrics, self.shared.max_connections, &mut s);
+        crate::metrics::render_store(&self.shared.store_stats, &mut s);
+        crate::metrics::render_pipeline(
+            &self.shared.retrieval_metrics,
+            self.shared.retrieval.len(),
+            &self.shared.desk_metrics,
+            super::persist::unix_ms(),
+            &mut s,
+        );
+        crate::metrics::render_build_info(&mut s);
+        self.inference.stats().render_prometheus(&mut s);
+        s
     }
 
     /// A request the agent desk answers: handed to its thread.
@@ -202,105 +197,27 @@ impl Worker {
         }
     }
 
-    fn serve_asset(
-        self: &Rc<Self>,
-        slot: usize,
-        req: &Request<Vec<u8>>,
-        name: &str,
-        keep_alive: bool,
-    ) {
-        let head = req.method() == Method::HEAD;
-        let resp = match assets::find(name) {
-            Some(a) => asset_response(req, a, cache_policy(name)),
-            None => response::text(
-                StatusCode::NOT_FOUND,
-                format!("{name} is not built into this gateway; build the widget (see README)"),
-            ),
-        };
-        self.respond(slot, resp, keep_alive, head);
-    }
-
-    /// The chat window's document, embeddable only by the site's own pages.
-    fn serve_chat_frame(self: &Rc<Self>, slot: usize, req: &Request<Vec<u8>>, keep_alive: bool) {
-        let head = req.method() == Method::HEAD;
-        let site = match self.site_for(req, false) {
-            Ok(s) => s,
-            Err(r) => return self.respond(slot, *r, keep_alive, head),
-        };
-        let Some(asset) = assets::find("chat.html") else {
-            return self.serve_asset(slot, req, "chat.html", keep_alive);
-        };
-        let mut resp = asset_response(req, asset, cache_policy("chat.html"));
-        let mut ancestors = String::from("frame-ancestors 'self'");
-        for o in &site.config.allowed_origins {
-            ancestors.push(' ');
-            ancestors.push_str(o);
-        }
-        if let Ok(v) = HeaderValue::from_str(&ancestors) {
-            resp.headers_mut()
-                .insert(header::CONTENT_SECURITY_POLICY, v);
-        }
-        self.respond(slot, resp, keep_alive, head);
-    }
-
     /// The site a chat request names, after the Origin check; or the refusal.
     fn site_for(
         &self,
         req: &Request<Vec<u8>>,
         check_origin: bool,
-    ) -> Result<Arc<Site>, Box<Response<Body>>> {
-        let refuse = |status, msg: String| Err(Box::new(response::text(status, msg)));
-        let Some(id) = query_param(req.uri(), "site") else {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "missing ?site=ID: every chat request names its site".into(),
-            );
-        };
-        let Some(site) = self.shared.sites.get(&id) else {
-            return refuse(StatusCode::NOT_FOUND, format!("unknown site '{id}'"));
-        };
+    ) -> Result<Arc<Site>, respond::Refusal> {
+        let id = respond::site_id(req)?;
+        let site = self
+            .shared
+            .sites
+            .get(&id)
+            .ok_or_else(|| respond::unknown_site(&id))?;
         if check_origin {
-            let header_str = |name| {
-                req.headers()
-                    .get(name)
-                    .and_then(|v: &HeaderValue| v.to_str().ok())
-            };
-            let origin = header_str(header::ORIGIN);
-            if !site.origin_allowed(origin, header_str(header::HOST)) {
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "origin {} may not use site '{id}'; add it to the site's allowed_origins",
-                        origin.unwrap_or("")
-                    ),
-                );
-            }
+            respond::check_origin(req.headers(), &site)?;
         }
         Ok(site)
     }
 
     /// The `Set-Cookie` that carries (or refreshes) a session token.
     fn session_cookie(&self, key: &SessionKey) -> HeaderValue {
-        let lifetime = self
-            .shared
-            .config
-            .session
-            .lifetime_secs
-            .min(i64::MAX as u64) as i64;
-        let mut b = cookie::Cookie::build((SESSION_COOKIE, key.to_cookie()))
-            .http_only(true)
-            .path("/")
-            .max_age(cookie::time::Duration::seconds(lifetime));
-        b = match self.shared.config.session.cookie {
-            CookieMode::Lax => b.same_site(cookie::SameSite::Lax),
-            CookieMode::CrossSite => b
-                .same_site(cookie::SameSite::None)
-                .secure(true)
-                .partitioned(true),
-        };
-        // Token characters are base64url: always a valid header value.
-        HeaderValue::from_str(&b.build().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static(""))
+        respond::session_cookie(key, &self.shared.config.session)
     }
 
     fn upgrade_chat(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>) {
@@ -312,7 +229,7 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return self.respond(slot, e.response(), false, false),
         };
-        match cookie_key(&req) {
+        match router::session_key(&req) {
             Some(key) => {
                 let sub = self.renew_sub(slot);
                 self.set_pending(
@@ -398,135 +315,85 @@ impl Worker {
         }
     }
 
-    fn poll_send(self: &Rc<Self>, slot: usize, mut req: Request<Vec<u8>>, keep_alive: bool) {
+    /// A long-poll request of either kind: the site it names, then what it
+    /// asks (`op` reads that from the request, or refuses), then its session.
+    fn poll(
+        self: &Rc<Self>,
+        slot: usize,
+        mut req: Request<Vec<u8>>,
+        keep_alive: bool,
+        op: impl FnOnce(&mut Request<Vec<u8>>) -> Result<PollOp, respond::Refusal>,
+    ) {
         let site = match self.site_for(&req, true) {
             Ok(s) => s,
             Err(r) => return self.respond(slot, *r, keep_alive, false),
         };
-        let msgs =
-            match client::parse_batch(req.body_mut(), self.shared.config.limits.max_text_bytes) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.m().error(e.code);
-                    let body = crate::session::error_msg(e.code, &e.message, None, None);
-                    let r = response::with_body(StatusCode::BAD_REQUEST, "application/json", body);
-                    return self.respond(slot, r, keep_alive, false);
-                }
-            };
-        let sub = self.renew_sub(slot);
-        match cookie_key(&req) {
-            Some(key) => {
-                self.set_pending(
-                    slot,
-                    Pending::PollSend {
-                        key,
-                        site: site.id.clone(),
-                        msgs: msgs.clone(),
-                        keep_alive,
-                    },
-                );
-                self.submit(
-                    key,
-                    sub,
-                    Op::PollSend {
-                        site: site.id.clone(),
-                        msgs,
-                    },
-                );
-            }
-            None => self.poll_send_new_session(slot, sub, &site.id, msgs, keep_alive),
-        }
-    }
-
-    fn poll_send_new_session(
-        self: &Rc<Self>,
-        slot: usize,
-        sub: SubId,
-        site: &Arc<str>,
-        msgs: Vec<Result<client::ClientMsg, client::ClientError>>,
-        keep_alive: bool,
-    ) {
-        let Some(key) = self.new_session_or_refuse(slot, site) else {
-            return;
-        };
-        self.submit(
-            key,
-            sub,
-            Op::PollSend {
-                site: site.clone(),
-                msgs,
-            },
-        );
-        let mut r = response::empty(StatusCode::NO_CONTENT);
-        r.headers_mut()
-            .insert(header::SET_COOKIE, self.session_cookie(&key));
-        self.respond(slot, r, keep_alive, false);
-    }
-
-    fn poll_recv(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>, keep_alive: bool) {
-        let site = match self.site_for(&req, true) {
-            Ok(s) => s,
+        let op = match op(&mut req) {
+            Ok(op) => op,
             Err(r) => return self.respond(slot, *r, keep_alive, false),
         };
-        let Some(cursor) = query_param(req.uri(), "cursor").and_then(|c| c.parse::<u64>().ok())
-        else {
-            let r = response::text(
-                StatusCode::BAD_REQUEST,
-                "missing or invalid ?cursor=N (send 0 on the first call)",
-            );
-            return self.respond(slot, r, keep_alive, false);
-        };
         let sub = self.renew_sub(slot);
-        match cookie_key(&req) {
-            Some(key) => {
-                self.set_pending(
-                    slot,
-                    Pending::PollRecv {
-                        key,
-                        site: site.id.clone(),
-                        cursor,
-                        keep_alive,
-                    },
-                );
-                self.submit(
-                    key,
-                    sub,
-                    Op::PollRecv {
-                        site: site.id.clone(),
-                        cursor,
-                    },
-                );
-            }
-            None => self.poll_recv_new_session(slot, sub, &site.id, cursor, keep_alive),
-        }
-    }
-
-    fn poll_recv_new_session(
-        self: &Rc<Self>,
-        slot: usize,
-        sub: SubId,
-        site: &Arc<str>,
-        cursor: u64,
-        keep_alive: bool,
-    ) {
-        let Some(key) = self.new_session_or_refuse(slot, site) else {
-            return;
-        };
-        self.hold_poll(
+        self.poll_session(
             slot,
-            key,
-            cursor,
-            keep_alive,
-            Some(self.session_cookie(&key)),
-        );
-        self.submit(
-            key,
             sub,
-            Op::PollRecv {
-                site: site.clone(),
-                cursor,
-            },
+            router::session_key(&req),
+            &site.id,
+            op,
+            keep_alive,
         );
+    }
+
+    /// The messages of a `POST /poll/send`, or the 400 for a batch that is
+    /// not one (counted under its error code).
+    fn poll_batch(&self, req: &mut Request<Vec<u8>>) -> Result<PollOp, respond::Refusal> {
+        match client::parse_batch(req.body_mut(), self.shared.config.limits.max_text_bytes) {
+            Ok(msgs) => Ok(PollOp::Send(msgs)),
+            Err(e) => {
+                self.m().error(e.code);
+                let body = crate::session::error_msg(e.code, &e.message, None, None);
+                Err(Box::new(response::with_body(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    body,
+                )))
+            }
+        }
+    }
+
+    /// The one path from a long-poll to its session: the session `key`
+    /// names, whose owner answers through `on_op_done`; else (no key, or the
+    /// owner did not know it) a new session here and its cookie, or a 500 if
+    /// none can be made.
+    fn poll_session(
+        self: &Rc<Self>,
+        slot: usize,
+        sub: SubId,
+        key: Option<SessionKey>,
+        site: &Arc<str>,
+        op: PollOp,
+        keep_alive: bool,
+    ) {
+        if let Some(key) = key {
+            self.set_pending(slot, op.pending(key, site.clone(), keep_alive));
+            self.submit(key, sub, op.into_op(site.clone()));
+            return;
+        }
+        let Some(key) = self.new_session_or_refuse(slot, site) else {
+            return;
+        };
+        let cookie = Some(self.session_cookie(&key));
+        match op {
+            PollOp::Send(_) => {
+                self.submit(key, sub, op.into_op(site.clone()));
+                self.respond(slot, respond::poll_sent(cookie), keep_alive, false);
+            }
+            PollOp::Recv { cursor } => {
+                // A new session is this worker's, so the op runs at once: the
+                // poll must be held already for what it delivers.
+                self.hold_poll(slot, key, cursor, keep_alive, cookie);
+                self.submit(key, sub, op.into_op(site.clone()));
+            }
+        }
     }
 
     fn hold_poll(
@@ -575,15 +442,10 @@ impl Worker {
                 ..
             } => {
                 if found {
-                    self.respond(
-                        slot,
-                        response::empty(StatusCode::NO_CONTENT),
-                        keep_alive,
-                        false,
-                    );
+                    self.respond(slot, respond::poll_sent(None), keep_alive, false);
                 } else {
                     let sub = self.renew_sub(slot);
-                    self.poll_send_new_session(slot, sub, &site, msgs, keep_alive);
+                    self.poll_session(slot, sub, None, &site, PollOp::Send(msgs), keep_alive);
                 }
             }
             // Taken only with a session key (above).
@@ -598,7 +460,8 @@ impl Worker {
                     self.hold_poll(slot, key, cursor, keep_alive, None);
                 } else {
                     let sub = self.renew_sub(slot);
-                    self.poll_recv_new_session(slot, sub, &site, cursor, keep_alive);
+                    let op = PollOp::Recv { cursor };
+                    self.poll_session(slot, sub, None, &site, op, keep_alive);
                 }
             }
         }
@@ -624,7 +487,8 @@ impl Worker {
                 }
             }
         };
-        self.answer_poll(slot, cursor, &messages, held.keep_alive, held.set_cookie);
+        let r = respond::poll_answer(cursor, &messages, held.set_cookie);
+        self.respond(slot, r, held.keep_alive, false);
         self.resume_input(slot);
     }
 
@@ -646,108 +510,44 @@ impl Worker {
             }
         };
         self.submit(held.key, sub, Op::Detach);
-        self.answer_poll(
-            slot,
-            held.cursor,
-            &[],
-            keep_alive && held.keep_alive,
-            held.set_cookie,
-        );
+        let r = respond::poll_answer(held.cursor, &[], held.set_cookie);
+        self.respond(slot, r, keep_alive && held.keep_alive, false);
         self.resume_input(slot);
     }
+}
 
-    fn answer_poll(
-        self: &Rc<Self>,
-        slot: usize,
-        cursor: u64,
-        messages: &[Bytes],
-        keep_alive: bool,
-        set_cookie: Option<HeaderValue>,
-    ) {
-        let len: usize = messages.iter().map(|m| m.len() + 1).sum();
-        let mut body = Vec::with_capacity(48 + len);
-        body.extend_from_slice(format!("{{\"cursor\":{cursor},\"messages\":[").as_bytes());
-        for (i, m) in messages.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(m);
+/// What a long-poll asks of its session.
+enum PollOp {
+    /// `POST /poll/send`: messages for the session to take.
+    Send(Vec<Result<client::ClientMsg, client::ClientError>>),
+    /// `GET /poll/recv`: what is new after `cursor`.
+    Recv { cursor: u64 },
+}
+
+impl PollOp {
+    /// The request as it waits for the owner of session `key`.
+    fn pending(&self, key: SessionKey, site: Arc<str>, keep_alive: bool) -> Pending {
+        match self {
+            PollOp::Send(msgs) => Pending::PollSend {
+                key,
+                site,
+                msgs: msgs.clone(),
+                keep_alive,
+            },
+            PollOp::Recv { cursor } => Pending::PollRecv {
+                key,
+                site,
+                cursor: *cursor,
+                keep_alive,
+            },
         }
-        body.extend_from_slice(b"]}");
-        let mut r = response::with_body(StatusCode::OK, "application/json", body);
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(c) = set_cookie {
-            r.headers_mut().insert(header::SET_COOKIE, c);
-        }
-        self.respond(slot, r, keep_alive, false);
     }
-}
 
-/// Paths the agent desk answers (docs/protocol.md, "Agent HTTP API").
-fn is_desk_route(path: &str) -> bool {
-    let p = path.trim_end_matches('/');
-    matches!(p, "/agent/login" | "/agent/logout" | "/agent/me")
-        || p == "/admin/agents"
-        || p.starts_with("/admin/agents/")
-        || p == "/admin/conversations"
-        || p.starts_with("/admin/conversations/")
-        || (p.starts_with("/admin/sites/") && p.split('/').nth(4) == Some("canned"))
-}
-
-/// The session token the request's cookie carries, if it is well formed.
-fn cookie_key<B>(req: &Request<B>) -> Option<SessionKey> {
-    crate::http::request::cookie(req, SESSION_COOKIE).and_then(|c| SessionKey::from_cookie(&c))
-}
-
-/// Cache policy by file: the loader revalidates often, so a new widget reaches
-/// visitors within minutes; documents always revalidate.
-fn cache_policy(name: &str) -> &'static str {
-    if name.ends_with(".html") {
-        "no-cache"
-    } else {
-        "public, max-age=300"
-    }
-}
-
-/// A static file: 304 on a matching `If-None-Match`, gzip when accepted.
-fn asset_response<B>(req: &Request<B>, a: &'static Asset, cache: &'static str) -> Response<Body> {
-    let inm = req
-        .headers()
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t == a.etag || t.strip_prefix("W/") == Some(a.etag)
-        });
-    let mut r = if inm {
-        response::empty(StatusCode::NOT_MODIFIED)
-    } else {
-        let accept = req
-            .headers()
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let gzip = crate::http::accept::negotiate(accept) == crate::http::accept::Encoding::Gzip;
-        let mut r = response::with_body(
-            StatusCode::OK,
-            a.content_type,
-            Bytes::from_static(if gzip { a.gzip } else { a.raw }),
-        );
-        if gzip {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    /// The operation the session's owner runs.
+    fn into_op(self, site: Arc<str>) -> Op {
+        match self {
+            PollOp::Send(msgs) => Op::PollSend { site, msgs },
+            PollOp::Recv { cursor } => Op::PollRecv { site, cursor },
         }
-        r
-    };
-    let h = r.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_static(a.etag));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
+    }
 }
