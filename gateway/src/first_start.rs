@@ -75,7 +75,7 @@ pub enum FirstStartError {
     },
     /// The agent account cannot be stored.
     #[error("cannot store the first start's agent account: {0}")]
-    Store(String),
+    Store(#[source] crate::store::StoreError),
 }
 
 /// The admin token for this start. `configured` is `admin.token`; without one
@@ -88,7 +88,7 @@ pub fn credentials(
     data_dir: &Path,
     demo_site: Option<&str>,
     dir: &mut Directory,
-    save_agent: impl FnOnce(StoredAgent) -> Result<(), String>,
+    save_agent: impl FnOnce(StoredAgent) -> Result<(), crate::store::StoreError>,
     now_ms: u64,
 ) -> Result<Credentials, FirstStartError> {
     if let Some(t) = configured {
@@ -237,7 +237,7 @@ mod tests {
             data.path(),
             Some("demo"),
             &mut dir,
-            |_| Err("disk full".into()),
+            |_| Err(crate::store::StoreError::Closed),
             7,
         );
         assert!(matches!(r, Err(FirstStartError::Store(_))));

@@ -422,7 +422,7 @@ impl Desk {
     pub fn on_list(
         &mut self,
         sub: SubId,
-        result: Result<Vec<crate::store::ConversationSummary>, String>,
+        result: Result<Vec<crate::store::ConversationSummary>, crate::store::StoreError>,
     ) {
         let resp = match result {
             Ok(list) => {

@@ -881,7 +881,7 @@ impl Desk {
         &mut self,
         conv: ConversationId,
         purpose: ReadPurpose,
-        result: Result<Option<Transcript>, String>,
+        result: Result<Option<Transcript>, crate::store::StoreError>,
     ) {
         let name = conv_name(&conv);
         let t = match result {

@@ -21,7 +21,7 @@ use crate::handoff::VisitorEvent;
 use crate::http::response::{self, Body};
 use crate::ids::SubId;
 use crate::ids::{AgentId, ConversationId};
-use crate::store::{ConversationSummary, StoreHandle, Transcript};
+use crate::store::{ConversationSummary, StoreError, StoreHandle, Transcript};
 
 /// What the desk thread receives.
 #[derive(Debug)]
@@ -46,31 +46,34 @@ pub(crate) enum DeskMsg {
     Transcript {
         conv: ConversationId,
         purpose: ReadPurpose,
-        result: Result<Option<Transcript>, String>,
+        result: Result<Option<Transcript>, StoreError>,
     },
     /// A conversation list's answer.
     List {
         sub: SubId,
-        result: Result<Vec<ConversationSummary>, String>,
+        result: Result<Vec<ConversationSummary>, StoreError>,
     },
     /// A write committed (or failed); its HTTP answer goes out now.
     Committed {
         then: Option<(SubId, Response<Body>)>,
-        result: Result<(), String>,
+        result: Result<(), StoreError>,
     },
     /// Stop.
     Shutdown,
 }
 
 /// Loads the directory from the store (waiting at most `timeout`).
-pub(crate) fn load_directory(store: &StoreHandle, timeout: Duration) -> Result<Directory, String> {
+pub(crate) fn load_directory(
+    store: &StoreHandle,
+    timeout: Duration,
+) -> Result<Directory, StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
     store.load_desk(Box::new(move |r| {
-        let _ = tx.send(r.map_err(|e| e.to_string()));
+        let _ = tx.send(r);
     }));
     let d = rx
         .recv_timeout(timeout)
-        .map_err(|_| "the store did not answer".to_string())??;
+        .map_err(|_| StoreError::NoAnswer(timeout))??;
     Ok(Directory::load(d.agents, d.canned))
 }
 
@@ -79,16 +82,16 @@ pub(crate) fn save_agent(
     store: &StoreHandle,
     agent: crate::store::StoredAgent,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let (tx, rx) = std::sync::mpsc::channel();
     store.write(
         crate::store::Write::AgentSaved(agent),
         Some(Box::new(move |r| {
-            let _ = tx.send(r.map_err(|e| e.to_string()));
+            let _ = tx.send(r);
         })),
     );
     rx.recv_timeout(timeout)
-        .map_err(|_| "the store did not answer".to_string())?
+        .map_err(|_| StoreError::NoAnswer(timeout))?
 }
 
 /// Starts the desk thread.
@@ -211,10 +214,7 @@ fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sende
             store.write(
                 write,
                 Some(Box::new(move |r| {
-                    let _ = tx.send(DeskMsg::Committed {
-                        then,
-                        result: r.map_err(|e| e.to_string()),
-                    });
+                    let _ = tx.send(DeskMsg::Committed { then, result: r });
                 })),
             );
         }
@@ -226,7 +226,7 @@ fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sende
                     let _ = tx.send(DeskMsg::Transcript {
                         conv,
                         purpose,
-                        result: r.map_err(|e| e.to_string()),
+                        result: r,
                     });
                 }),
             );
@@ -243,10 +243,7 @@ fn carry_out(o: DeskOut, shared: &Shared, store: &StoreHandle, tx: &flume::Sende
                 limit,
                 before,
                 Box::new(move |r| {
-                    let _ = tx.send(DeskMsg::List {
-                        sub,
-                        result: r.map_err(|e| e.to_string()),
-                    });
+                    let _ = tx.send(DeskMsg::List { sub, result: r });
                 }),
             );
         }

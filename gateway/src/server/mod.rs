@@ -104,9 +104,12 @@ pub enum ServerError {
     /// The transcript store cannot be opened or closed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The agent desk cannot start.
-    #[error("{0}")]
-    Desk(String),
+    /// The agent desk's directory (accounts, canned replies) cannot be loaded.
+    #[error("cannot load the agent desk: {0}")]
+    DeskDirectory(#[source] crate::store::StoreError),
+    /// The agent desk's thread cannot start.
+    #[error("cannot start the agent desk: {0}")]
+    DeskThread(#[source] std::io::Error),
     /// The admin token cannot be read or made.
     #[error(transparent)]
     FirstStart(#[from] crate::first_start::FirstStartError),
@@ -290,9 +293,8 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     };
     store_cfg.history_limit = config.session.history_items;
     let store = crate::store::Store::open(store_cfg)?;
-    let mut directory =
-        desk::load_directory(&store.handle(), std::time::Duration::from_secs(30))
-            .map_err(|e| ServerError::Desk(format!("cannot load the agent desk: {e}")))?;
+    let mut directory = desk::load_directory(&store.handle(), std::time::Duration::from_secs(30))
+        .map_err(ServerError::DeskDirectory)?;
 
     let first = bind_listener(config.listen).map_err(|source| ServerError::Bind {
         addr: config.listen,
@@ -364,23 +366,44 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     });
 
     let desk_thread = desk::spawn(shared.clone(), store.handle(), directory, desk_tx, desk_rx)
-        .map_err(|e| ServerError::Desk(format!("cannot start the agent desk: {e}")))?;
+        .map_err(ServerError::DeskThread)?;
     let retrieval_threads =
         retrieval::spawn(shared.clone(), retrieval_rx).map_err(ServerError::Retrieval)?;
 
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let store_handles: Vec<_> = (0..n).map(|_| store.handle()).collect();
+    // Built once, before any worker starts: whatever fails from here on
+    // stops and joins exactly what did start.
+    let mut running = Running {
+        addr,
+        drivers: vec![DriverKind::None; n],
+        made: credentials.made,
+        shared: shared.clone(),
+        threads: Vec::with_capacity(n),
+        desk: Some(desk_thread),
+        retrieval: retrieval_threads,
+        store: Some(store),
+        inference: Some(service),
+    };
+    let fail = |running: Running, worker: usize, source: std::io::Error| {
+        running.shutdown();
+        let _ = running.join();
+        Err(ServerError::Worker { worker, source })
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<worker::Ready>();
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
-    let mut threads = Vec::with_capacity(n);
-    let workers = listeners.into_iter().zip(rxs).zip(clients);
-    for (id, ((listener, inbox), client)) in workers.enumerate() {
+    let workers = listeners
+        .into_iter()
+        .zip(rxs)
+        .zip(clients)
+        .zip(store_handles);
+    for (id, (((listener, inbox), client), store_handle)) in workers.enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let store_handle = store.handle();
         let choice = shared.config.io_driver;
         let pin = shared.config.pin_workers;
-        let t = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("lc-worker-{id}"))
             .spawn(move || {
                 if pin {
@@ -404,40 +427,26 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                 match r {
                     Ok(result) => result,
                     Err(e) => {
-                        let _ =
-                            ready_on_err.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        let copy = std::io::Error::new(e.kind(), e.to_string());
+                        let _ = ready_on_err.send(Err((id, copy)));
                         Err(e)
                     }
                 }
-            })
-            .map_err(|source| ServerError::Worker { worker: id, source })?;
-        threads.push(t);
+            });
+        match spawned {
+            Ok(t) => running.threads.push(t),
+            Err(source) => return fail(running, id, source),
+        }
     }
     drop(ready_tx);
-    let mut drivers = vec![DriverKind::None; n];
     for _ in 0..n {
         match ready_rx.recv() {
-            Ok(Ok((id, d))) => drivers[id] = d,
-            Ok(Err(source)) => {
-                let running = Running {
-                    addr,
-                    drivers,
-                    made: None,
-                    shared,
-                    threads,
-                    desk: Some(desk_thread),
-                    retrieval: retrieval_threads,
-                    store: Some(store),
-                    inference: Some(service),
-                };
-                running.shutdown();
-                let worker = 0;
-                let _ = running.join();
-                return Err(ServerError::Worker { worker, source });
-            }
+            Ok(Ok((id, d))) => running.drivers[id] = d,
+            Ok(Err((worker, source))) => return fail(running, worker, source),
             Err(_) => break,
         }
     }
+    let drivers = &running.drivers;
     let uring = drivers.iter().filter(|d| **d == DriverKind::Uring).count();
     tracing::info!(
         %addr,
@@ -451,15 +460,5 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     if shared.config.io_driver == IoDriver::Auto && uring < n {
         tracing::warn!("some workers run on epoll: io_uring is unavailable here");
     }
-    Ok(Running {
-        addr,
-        drivers,
-        made: credentials.made,
-        shared,
-        threads,
-        desk: Some(desk_thread),
-        retrieval: retrieval_threads,
-        store: Some(store),
-        inference: Some(service),
-    })
+    Ok(running)
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::worker::{Waiting, Worker, WorkerMsg};
 use crate::chat::server::{Author, Item, Source};
 use crate::ids::{ConversationId, SessionKey};
-use crate::session::{PageInfo, Record, Restored, Session};
+use crate::session::{NotStored, PageInfo, Record, Restored, Session};
 use crate::store::{self, StoredItem, StoredSession, Write};
 
 /// Whose records are written: the session, its current conversation and site.
@@ -18,6 +18,15 @@ pub(crate) struct Owner<'a> {
     pub(crate) key: SessionKey,
     pub(crate) conversation: ConversationId,
     pub(crate) site: &'a str,
+}
+
+impl From<&store::StoreError> for NotStored {
+    fn from(e: &store::StoreError) -> Self {
+        match e {
+            store::StoreError::Closed => NotStored::Closed,
+            _ => NotStored::Failed,
+        }
+    }
 }
 
 /// The store's form of a session record.
@@ -163,8 +172,7 @@ impl Worker {
         let inbox = self.shared.inboxes[self.id].clone();
         self.store.write_many(
             writes,
-            Some(Box::new(move |r: Result<(), store::StoreError>| {
-                let result = r.map_err(|e| e.to_string());
+            Some(Box::new(move |result: Result<(), store::StoreError>| {
                 let _ = inbox.send(WorkerMsg::Committed { key, result });
             })),
         );
@@ -199,7 +207,7 @@ impl Worker {
         self.store.load_session(
             &key,
             Box::new(move |r| {
-                let result = r.map(|o| o.map(Box::new)).map_err(|e| e.to_string());
+                let result = r.map(|o| o.map(Box::new));
                 let _ = inbox.send(WorkerMsg::Loaded { key, result });
             }),
         );
@@ -210,7 +218,7 @@ impl Worker {
     pub(crate) fn on_loaded(
         self: &Rc<Self>,
         key: SessionKey,
-        result: Result<Option<Box<StoredSession>>, String>,
+        result: Result<Option<Box<StoredSession>>, store::StoreError>,
     ) {
         let waiting = self.loading.borrow_mut().remove(&key).unwrap_or_default();
         match result {

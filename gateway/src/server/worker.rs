@@ -29,9 +29,9 @@ use crate::handoff::SessionEvent;
 use crate::ids::SubId;
 use crate::ids::{ConversationId, SessionKey};
 use crate::metrics::{DriverKind, WorkerMetrics};
-use crate::session::{Now, Origin, Out, Session, Settings};
+use crate::session::{NotStored, Now, Origin, Out, Session, Settings};
 use crate::sites::Site;
-use crate::store::StoreHandle;
+use crate::store::{StoreError, StoreHandle};
 
 /// What a connection's worker asks of a session's worker.
 #[derive(Debug)]
@@ -81,12 +81,12 @@ pub(crate) enum WorkerMsg {
     /// The store committed (or failed) a session's oldest outstanding records.
     Committed {
         key: SessionKey,
-        result: Result<(), String>,
+        result: Result<(), StoreError>,
     },
     /// The store answered a session load.
     Loaded {
         key: SessionKey,
-        result: Result<Option<Box<crate::store::StoredSession>>, String>,
+        result: Result<Option<Box<crate::store::StoredSession>>, StoreError>,
     },
     /// An event of the inference service about one of this worker's requests.
     Inference(inference_client::Event),
@@ -113,6 +113,10 @@ pub(crate) enum WorkerMsg {
     /// Begin a graceful shutdown.
     Shutdown,
 }
+
+/// A worker's word that it started (its index and io driver), or why it
+/// could not (its index and the cause).
+pub(crate) type Ready = Result<(usize, DriverKind), (usize, std::io::Error)>;
 
 /// A one-shot event on one thread: set once, awaited by one task.
 #[derive(Default)]
@@ -184,7 +188,7 @@ pub(crate) struct Parts {
     pub(crate) inference: inference_client::Client,
     pub(crate) driver: DriverKind,
     /// Learns once the worker accepts (or why it cannot).
-    pub(crate) ready: std::sync::mpsc::Sender<std::io::Result<(usize, DriverKind)>>,
+    pub(crate) ready: std::sync::mpsc::Sender<Ready>,
 }
 
 /// Runs a worker until shutdown completes.
@@ -214,7 +218,7 @@ pub(crate) async fn run(p: Parts) -> std::io::Result<()> {
     let listener = match listener {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            let _ = ready.send(Err((id, std::io::Error::new(e.kind(), e.to_string()))));
             return Err(e);
         }
     };
@@ -310,6 +314,10 @@ impl Worker {
             } => self.deliver_poll(to, cursor, messages),
             WorkerMsg::Committed { key, result } => {
                 let now = Instant::now();
+                let result = result.map_err(|e| {
+                    tracing::error!(worker = self.id, error = %e, "a session's records were not stored");
+                    NotStored::from(&e)
+                });
                 self.with_session(key, |s, out| {
                     s.on_committed(result, now, out);
                     true

@@ -37,6 +37,26 @@ use prompt::PromptMessage;
 use ratelimit::{Rate, TokenBucket};
 use smallvec::SmallVec;
 
+/// Why the store did not keep a session's records. The worker logs the
+/// store's own error; a visitor is told only this, never a path or a SQL error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// The store is closed: the gateway is stopping.
+    Closed,
+    /// The store failed or refused the write.
+    Failed,
+}
+
+impl NotStored {
+    /// What the visitor is told of it.
+    fn reason(self) -> &'static str {
+        match self {
+            NotStored::Closed => "the server is restarting",
+            NotStored::Failed => "a storage error",
+        }
+    }
+}
+
 /// Where a client message came from, which is where direct answers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -1069,7 +1089,12 @@ impl Session {
 
     /// The store has committed (or failed to commit) the oldest outstanding
     /// [`Out::Commit`] of this session.
-    pub fn on_committed(&mut self, result: Result<(), String>, now: Instant, out: &mut Vec<Out>) {
+    pub fn on_committed(
+        &mut self,
+        result: Result<(), NotStored>,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         if self.bare_commits > 0 {
             self.bare_commits -= 1;
             return;
@@ -1126,7 +1151,10 @@ impl Session {
                     t.acked.remove(&id);
                     t.items.retain(|i| i.seq != seq);
                 }
-                let msg = format!("the message could not be stored ({e}); resend it");
+                let msg = format!(
+                    "the message could not be stored ({}); resend it",
+                    e.reason()
+                );
                 let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
                 self.broadcast(err, out);
                 out.push(Out::ErrorSent(ErrorCode::Internal));
@@ -1141,7 +1169,7 @@ impl Session {
             }
             (AfterCommit::Broadcast(msg), Ok(())) => self.broadcast(msg, out),
             (AfterCommit::Broadcast(_), Err(e)) => {
-                let msg = format!("could not be stored ({e}); try again");
+                let msg = format!("could not be stored ({}); try again", e.reason());
                 self.broadcast(error_msg(ErrorCode::Internal, &msg, None, None), out);
                 out.push(Out::ErrorSent(ErrorCode::Internal));
             }
@@ -1171,11 +1199,14 @@ impl Session {
                     conv: self.conversation,
                     agent,
                     id,
-                    error: format!("the message could not be stored ({e}); send it again"),
+                    error: format!(
+                        "the message could not be stored ({}); send it again",
+                        e.reason()
+                    ),
                 }));
             }
             (AfterCommit::Done { in_reply_to, .. }, Err(e)) => {
-                let msg = format!("the reply could not be stored ({e})");
+                let msg = format!("the reply could not be stored ({})", e.reason());
                 self.broadcast(
                     error_msg(ErrorCode::Internal, &msg, Some(&in_reply_to), None),
                     out,

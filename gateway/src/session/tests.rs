@@ -276,7 +276,7 @@ fn a_failed_commit_is_reported_and_forgotten() {
         &mut out,
     );
     out.clear();
-    sess.on_committed(Err("disk full".into()), Instant::now(), &mut out);
+    sess.on_committed(Err(NotStored::Failed), Instant::now(), &mut out);
     // Its place in line went back with the dropped job (inference-client's
     // `Admitted` gives it back on drop).
     assert!(!out.iter().any(|o| matches!(o, Out::Answer(_))));

@@ -113,6 +113,9 @@ pub enum StoreError {
     /// The store was closed (or its thread stopped) before the request ran.
     #[error("the transcript store is closed")]
     Closed,
+    /// A caller that waits for the store gave up.
+    #[error("the transcript store did not answer within {0:?}")]
+    NoAnswer(std::time::Duration),
     /// A store thread panicked.
     #[error("the transcript store's {thread} thread panicked")]
     Panicked {

@@ -240,7 +240,7 @@ impl Service {
         }));
         let thread_probes = probes.clone();
         let (tx, rx) = flume::unbounded::<Cmd>();
-        let (ready_tx, ready_rx) = flume::bounded::<Result<DriverKind, String>>(1);
+        let (ready_tx, ready_rx) = flume::bounded::<std::io::Result<DriverKind>>(1);
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("lc-inference".into())
@@ -266,15 +266,15 @@ impl Service {
                     )
                 });
                 if let Err(e) = r {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|e| InferenceError::Start(format!("cannot spawn the thread: {e}")))?;
+            .map_err(|e| InferenceError::Start(format!("cannot spawn its thread: {e}")))?;
         let driver = match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(kind)) => kind,
             Ok(Err(e)) => {
                 let _ = thread.join();
-                return Err(InferenceError::Start(e));
+                return Err(InferenceError::Start(e.to_string()));
             }
             Err(_) => {
                 return Err(InferenceError::Start(
