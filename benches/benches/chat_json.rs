@@ -41,7 +41,7 @@ fn parse(c: &mut Criterion) {
             for (buf, f) in bufs.iter_mut().zip(FRAMES) {
                 // simd-json parses in place: restore the frame each round.
                 buf.copy_from_slice(f.as_bytes());
-                black_box(gateway::chat::client::parse(buf, 4096).expect("valid"));
+                black_box(wire::chat::client::parse(buf, 4096).expect("valid"));
             }
         });
     });

@@ -5,9 +5,9 @@ use std::hint::black_box;
 use std::io::{Cursor, Read, Write};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gateway::ws::frame::{encode_frame, write_header, MAX_HEADER_LEN};
-use gateway::ws::{Event, Limits, OpCode, Receiver, Role};
 use tungstenite::protocol::{Role as TRole, WebSocket, WebSocketConfig};
+use wire::ws::frame::{encode_frame, write_header, MAX_HEADER_LEN};
+use wire::ws::{Event, Limits, OpCode, Receiver, Role};
 
 /// A typical chat frame.
 const CHAT: &str = r#"{"type":"message","id":"m-1732400000-42","text":"Hi! Do you ship to Norway, and how long does it take?"}"#;

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use inference_client::IoDriver;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -62,19 +63,6 @@ pub enum KbCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-}
-
-/// Which io driver the workers run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum IoDriver {
-    /// io_uring where it starts, epoll otherwise.
-    #[default]
-    Auto,
-    /// io_uring only; refuse to start without it.
-    Uring,
-    /// epoll only.
-    Epoll,
 }
 
 /// Flags and environment variables; each overrides the file.

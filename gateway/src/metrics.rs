@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
+use inference_client::DriverKind;
+
 use crate::chat::ErrorCode;
 
 /// Counters and gauges written by one thread only: a relaxed load and store,
@@ -38,38 +40,6 @@ impl Histogram {
         }
         self.count.inc();
         self.sum_us.add(us);
-    }
-}
-
-/// Which io driver a worker runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DriverKind {
-    /// Not started yet.
-    None = 0,
-    /// io_uring.
-    Uring = 1,
-    /// epoll (monoio's legacy driver).
-    Epoll = 2,
-}
-
-impl From<inference_client::DriverKind> for DriverKind {
-    fn from(d: inference_client::DriverKind) -> Self {
-        match d {
-            inference_client::DriverKind::Uring => DriverKind::Uring,
-            inference_client::DriverKind::Epoll => DriverKind::Epoll,
-        }
-    }
-}
-
-impl DriverKind {
-    /// Name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriverKind::None => "none",
-            DriverKind::Uring => "io_uring",
-            DriverKind::Epoll => "epoll",
-        }
     }
 }
 
@@ -113,7 +83,7 @@ pub struct WorkerMetrics {
     pub cross_worker: Counter,
     /// Message received to `ack` sent.
     pub ack_latency: Histogram,
-    /// io driver in use.
+    /// io driver in use (`DriverKind as u8`; 0 until the worker starts).
     pub driver: AtomicU8,
     /// Kernel thread id, to read the worker's CPU time.
     pub tid: AtomicI64,
@@ -131,12 +101,9 @@ impl WorkerMetrics {
         self.http[class].inc();
     }
 
-    fn driver(&self) -> DriverKind {
-        match self.driver.load(Relaxed) {
-            1 => DriverKind::Uring,
-            2 => DriverKind::Epoll,
-            _ => DriverKind::None,
-        }
+    /// The driver the worker runs on; `None` until it has started.
+    fn driver(&self) -> Option<DriverKind> {
+        DriverKind::from_u8(self.driver.load(Relaxed))
     }
 }
 
@@ -350,7 +317,7 @@ pub fn render(workers: &[WorkerMetrics], max_connections: usize, out: &mut Strin
         let _ = writeln!(
             out,
             "lc_io_driver{{worker=\"{i}\",driver=\"{}\"}} 1",
-            w.driver().as_str()
+            w.driver().map_or("none", DriverKind::as_str)
         );
     }
     let _ = writeln!(out, "# HELP lc_worker_connections Open connections per worker.\n# TYPE lc_worker_connections gauge");

@@ -12,15 +12,36 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 /// Submission queue entries of an io_uring runtime.
 const URING_ENTRIES: u32 = 1024;
 
-/// Which io driver to use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which io driver to use: the one choice the gateway (`--io-driver`, the
+/// config file's `io_driver`), loadgen (`--driver`) and `inference-sim`
+/// (`--io-driver`) all take.
+///
+/// Spelled `auto`, `uring` (or `io_uring`), `epoll` (or `legacy`, monoio's
+/// name) on the command line ([`clap::ValueEnum`], [`FromStr`]) and in TOML
+/// (serde).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum IoDriver {
-    /// io_uring, falling back to epoll where it cannot start.
+    /// io_uring where it starts, epoll otherwise.
     #[default]
     Auto,
-    /// io_uring or nothing.
+    /// io_uring only; refuse to start without it.
+    #[value(alias = "io_uring")]
+    #[serde(alias = "io_uring")]
     Uring,
-    /// epoll.
+    /// epoll only.
+    #[value(alias = "legacy")]
+    #[serde(alias = "legacy")]
     Epoll,
 }
 
@@ -37,12 +58,16 @@ impl FromStr for IoDriver {
 }
 
 /// The driver a runtime ended up on.
+///
+/// `as u8` gives 1 or 2, so that 0 in an `AtomicU8` can stand for "not
+/// started yet" ([`DriverKind::from_u8`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum DriverKind {
     /// io_uring.
-    Uring,
-    /// epoll.
-    Epoll,
+    Uring = 1,
+    /// epoll (monoio's legacy driver).
+    Epoll = 2,
 }
 
 impl DriverKind {
@@ -51,6 +76,15 @@ impl DriverKind {
         match self {
             DriverKind::Uring => "io_uring",
             DriverKind::Epoll => "epoll",
+        }
+    }
+
+    /// The kind stored as `kind as u8`; `None` for anything else (0: not started).
+    pub fn from_u8(v: u8) -> Option<DriverKind> {
+        match v {
+            1 => Some(DriverKind::Uring),
+            2 => Some(DriverKind::Epoll),
+            _ => None,
         }
     }
 }
@@ -83,4 +117,61 @@ where
         .enable_timer()
         .build()?;
     Ok(rt.block_on(make(DriverKind::Epoll)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every spelling, and what it means, on each front end: `FromStr`, clap, serde.
+    const SPELLINGS: [(&str, IoDriver); 5] = [
+        ("auto", IoDriver::Auto),
+        ("uring", IoDriver::Uring),
+        ("io_uring", IoDriver::Uring),
+        ("epoll", IoDriver::Epoll),
+        ("legacy", IoDriver::Epoll),
+    ];
+
+    #[test]
+    fn every_front_end_takes_the_same_spellings() {
+        for (name, driver) in SPELLINGS {
+            assert_eq!(name.parse::<IoDriver>(), Ok(driver), "{name}");
+            assert_eq!(
+                <IoDriver as clap::ValueEnum>::from_str(name, false),
+                Ok(driver),
+                "{name}"
+            );
+            let json = format!("\"{name}\"");
+            assert_eq!(
+                serde_json::from_str::<IoDriver>(&json).ok(),
+                Some(driver),
+                "{name}"
+            );
+        }
+        assert!("fast".parse::<IoDriver>().is_err());
+        assert!(<IoDriver as clap::ValueEnum>::from_str("fast", false).is_err());
+        assert!(serde_json::from_str::<IoDriver>("\"fast\"").is_err());
+    }
+
+    #[test]
+    fn serialized_names_are_the_canonical_ones() {
+        for (name, driver) in [
+            ("auto", IoDriver::Auto),
+            ("uring", IoDriver::Uring),
+            ("epoll", IoDriver::Epoll),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&driver).ok(),
+                Some(format!("\"{name}\""))
+            );
+        }
+    }
+
+    #[test]
+    fn driver_kind_round_trips_through_u8() {
+        for kind in [DriverKind::Uring, DriverKind::Epoll] {
+            assert_eq!(DriverKind::from_u8(kind as u8), Some(kind));
+        }
+        assert_eq!(DriverKind::from_u8(0), None);
+    }
 }

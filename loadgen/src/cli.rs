@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use inference_client::IoDriver;
 use thiserror::Error;
 
 use crate::arrivals::ArrivalKind;
@@ -24,7 +25,6 @@ use crate::metrics::Figure;
 use crate::report::hdrlog::HdrLog;
 use crate::report::json::{self, ReportError};
 use crate::report::{self, Report};
-use crate::run::worker::DriverChoice;
 use crate::run::{self, RunError, RunOptions};
 use crate::scenario::{Model, Scenario, ScenarioError, Shard, ThinkDist};
 use crate::slo::Slo;
@@ -106,15 +106,6 @@ enum ThinkDistArg {
     Exponential,
 }
 
-#[derive(Clone, Copy, Debug, Default, ValueEnum)]
-enum DriverArg {
-    #[default]
-    Auto,
-    #[value(name = "io_uring")]
-    IoUring,
-    Epoll,
-}
-
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Target, e.g. ws://127.0.0.1:8080/ws?site=demo (the only place load goes).
@@ -188,7 +179,7 @@ struct RunArgs {
     no_pin: bool,
     /// I/O driver.
     #[arg(long, value_enum, default_value = "auto")]
-    driver: DriverArg,
+    driver: IoDriver,
     /// TCP connect to welcome, at most, per session.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     connect_timeout: Dur,
@@ -369,11 +360,7 @@ fn run_scenario(a: &RunArgs) -> Result<i32, CliError> {
     let opts = RunOptions {
         threads: a.threads.unwrap_or_else(|| RunOptions::default().threads),
         pin: !a.no_pin,
-        driver: match a.driver {
-            DriverArg::Auto => DriverChoice::Auto,
-            DriverArg::IoUring => DriverChoice::IoUring,
-            DriverArg::Epoll => DriverChoice::Epoll,
-        },
+        driver: a.driver,
         progress: crate::progress::enabled(a.out.quiet, std::env::var("CI").ok().as_deref()),
         shard,
         connect_timeout: a.connect_timeout.0,

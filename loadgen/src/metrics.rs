@@ -5,9 +5,9 @@
 //! A [`Recorder`] is filled by one worker and emptied once a second into an
 //! [`Interval`]; intervals add up losslessly into the run's totals.
 
-use gateway::chat::ErrorCode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use wire::chat::ErrorCode;
 
 /// Largest latency a histogram holds: one hour, in microseconds. Larger values
 /// are recorded as this value (runs are bounded well below it).

@@ -5,9 +5,9 @@
 
 use std::borrow::Cow;
 
-use gateway::ws::frame::{encode_close, encode_frame};
-use gateway::ws::OpCode;
 use serde::Deserialize;
+use wire::ws::frame::{encode_close, encode_frame};
+use wire::ws::OpCode;
 
 /// Appends a masked `hello` frame.
 pub fn encode_hello(out: &mut Vec<u8>, mask: [u8; 4]) {
@@ -51,7 +51,7 @@ pub fn encode_message(
 
 /// Appends a masked normal-closure frame.
 pub fn encode_goodbye(out: &mut Vec<u8>, mask: [u8; 4]) {
-    encode_close(out, gateway::ws::close::NORMAL, "loadgen done", Some(mask));
+    encode_close(out, wire::ws::close::NORMAL, "loadgen done", Some(mask));
 }
 
 /// Appends a masked pong answering a ping.
@@ -123,7 +123,7 @@ pub fn parse_server(payload: &mut [u8]) -> Result<ServerFrame, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway::ws::frame::{apply_mask, parse_header};
+    use wire::ws::frame::{apply_mask, parse_header};
 
     fn unmask(frame: &[u8]) -> Vec<u8> {
         let h = parse_header(frame, true, 1 << 20).unwrap().unwrap();

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::ws::{Event, Limits, Receiver, Role};
 use thiserror::Error;
+use wire::ws::{Event, Limits, Receiver, Role};
 
 use crate::handshake::{self, HandshakeError};
 use crate::metrics::{ErrorKind, Figure, Recorder};
@@ -54,7 +54,7 @@ pub enum SessionError {
     Handshake(#[from] HandshakeError),
     /// The server broke RFC 6455.
     #[error("the server broke RFC 6455: {0}")]
-    Protocol(#[from] gateway::ws::ProtocolError),
+    Protocol(#[from] wire::ws::ProtocolError),
 }
 
 impl SessionError {
@@ -512,8 +512,8 @@ fn on_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway::ws::frame::encode_frame;
-    use gateway::ws::OpCode;
+    use wire::ws::frame::encode_frame;
+    use wire::ws::OpCode;
 
     const MASK: [u8; 4] = [1, 2, 3, 4];
 
@@ -797,7 +797,7 @@ mod tests {
         r.feed_at(&server_frame(r#"{"type":"ack","id":"m1","seq":1}"#), 2);
         assert_eq!(r.rec.peek().figure(Figure::Rtt).len(), 0);
         let mut close = Vec::new();
-        gateway::ws::frame::encode_close(&mut close, 1001, "bye", None);
+        wire::ws::frame::encode_close(&mut close, 1001, "bye", None);
         let p = r.feed_at(&close, 3);
         assert!(p.closed);
         assert_eq!(r.s.phase(), Phase::Closed);

@@ -214,7 +214,7 @@ fn the_epoll_driver_measures_the_same_way() {
     let mut sc = Scenario::simple(&url(addr), 10, 100.0, Duration::from_secs(1));
     sc.replies = false;
     let o = RunOptions {
-        driver: loadgen::run::worker::DriverChoice::Epoll,
+        driver: inference_client::IoDriver::Epoll,
         ..opts()
     };
     let out = run::execute(&sc, &o, |_, _| {}).expect("run completes");

@@ -23,8 +23,10 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
-use crate::config::{Config, IoDriver};
-use crate::metrics::{DriverKind, WorkerMetrics};
+use inference_client::{DriverKind, IoDriver};
+
+use crate::config::Config;
+use crate::metrics::WorkerMetrics;
 use crate::sites::{SiteError, SiteRegistry};
 use worker::WorkerMsg;
 
@@ -130,8 +132,8 @@ pub enum ServerError {
 pub struct Running {
     /// The address it listens on (with the port resolved when 0 was asked).
     pub addr: SocketAddr,
-    /// io driver of each worker.
-    pub drivers: Vec<DriverKind>,
+    /// io driver of each worker (`None` for one that never reported it started).
+    pub drivers: Vec<Option<DriverKind>>,
     /// The secrets this start made (the first start without `admin.token`),
     /// for the binary to show once.
     pub made: Option<crate::first_start::Made>,
@@ -202,15 +204,6 @@ impl Running {
     }
 }
 
-/// The runtime's driver choice for the configured one.
-fn io_driver(d: IoDriver) -> inference_client::IoDriver {
-    match d {
-        IoDriver::Auto => inference_client::IoDriver::Auto,
-        IoDriver::Uring => inference_client::IoDriver::Uring,
-        IoDriver::Epoll => inference_client::IoDriver::Epoll,
-    }
-}
-
 /// The inference service's settings from the gateway's configuration.
 pub(crate) fn service_config(c: &Config) -> inference_client::ServiceConfig {
     use inference_client::{Backend, LatencyModel, ServiceConfig, SimOptions};
@@ -244,7 +237,7 @@ pub(crate) fn service_config(c: &Config) -> inference_client::ServiceConfig {
         ttft_budget: Duration::from_millis(inf.ttft_budget_ms),
         queue_capacity: inf.queue_capacity,
         request_deadline: Duration::from_millis(inf.deadline_ms),
-        io_driver: io_driver(c.io_driver),
+        io_driver: c.io_driver,
         ..ServiceConfig::default()
     }
 }
@@ -375,7 +368,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     // stops and joins exactly what did start.
     let mut running = Running {
         addr,
-        drivers: vec![DriverKind::None; n],
+        drivers: vec![None; n],
         made: credentials.made,
         shared: shared.clone(),
         threads: Vec::with_capacity(n),
@@ -412,7 +405,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                     }
                 }
                 let ready_on_err = ready.clone();
-                let r = inference_client::runtime::block_on(io_driver(choice), move |driver| {
+                let r = inference_client::runtime::block_on(choice, move |driver| {
                     worker::run(worker::Parts {
                         id,
                         shared,
@@ -420,7 +413,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
                         inbox,
                         store: store_handle,
                         inference: client,
-                        driver: driver.into(),
+                        driver,
                         ready,
                     })
                 });
@@ -441,13 +434,16 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     drop(ready_tx);
     for _ in 0..n {
         match ready_rx.recv() {
-            Ok(Ok((id, d))) => running.drivers[id] = d,
+            Ok(Ok((id, d))) => running.drivers[id] = Some(d),
             Ok(Err((worker, source))) => return fail(running, worker, source),
             Err(_) => break,
         }
     }
     let drivers = &running.drivers;
-    let uring = drivers.iter().filter(|d| **d == DriverKind::Uring).count();
+    let uring = drivers
+        .iter()
+        .filter(|d| **d == Some(DriverKind::Uring))
+        .count();
     tracing::info!(
         %addr,
         workers = n,

@@ -17,6 +17,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use inference_client::DriverKind;
 use serde_json::value::RawValue;
 use slab::Slab;
 
@@ -28,7 +29,7 @@ use crate::chat::client::{ClientError, ClientMsg};
 use crate::handoff::SessionEvent;
 use crate::ids::SubId;
 use crate::ids::{ConversationId, SessionKey};
-use crate::metrics::{DriverKind, WorkerMetrics};
+use crate::metrics::WorkerMetrics;
 use crate::session::{NotStored, Now, Origin, Out, Session, Settings};
 use crate::sites::Site;
 use crate::store::{StoreError, StoreHandle};

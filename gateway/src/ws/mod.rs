@@ -1,14 +1,11 @@
 //! The WebSocket engine (RFC 6455), sans-IO.
 //!
-//! `frame` reads and writes frame headers, `message` assembles messages and
-//! enforces the protocol's rules, `handshake` answers the opening handshake,
-//! `close` names the status codes. Nothing here touches a socket: the I/O
-//! shell in `server` feeds bytes in and writes the bytes that come out.
+//! The codec (`frame`, `message`, `close`) is the `wire` crate's, shared with
+//! the load generator and re-exported here; `handshake` answers the opening
+//! handshake over the gateway's `http` types. Nothing here touches a socket:
+//! the I/O shell in `server` feeds bytes in and writes the bytes that come out.
 
-pub mod close;
-pub mod frame;
 pub mod handshake;
-pub mod message;
 
-pub use frame::OpCode;
-pub use message::{Event, Limits, ProtocolError, Receiver, Role};
+pub use wire::ws::{close, frame, message};
+pub use wire::ws::{Event, Limits, OpCode, ProtocolError, Receiver, Role};

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use inference_client::IoDriver;
 use thiserror::Error;
 
 use crate::metrics::{ErrorKind, Figure, Interval};
@@ -21,7 +22,7 @@ use crate::protocol::Text;
 use crate::scenario::{Scenario, ScenarioError, Shard, Share};
 use crate::session::SessionConfig;
 use crate::system;
-use worker::{Control, DriverChoice, Plan, Report, WorkerSpec};
+use worker::{Control, Plan, Report, WorkerSpec};
 
 /// How to run (not what load to offer: that is the scenario).
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub struct RunOptions {
     /// Pin worker `i` to CPU `i`.
     pub pin: bool,
     /// I/O driver.
-    pub driver: DriverChoice,
+    pub driver: IoDriver,
     /// Print progress on stderr.
     pub progress: bool,
     /// This process's share of the scenario.
@@ -45,7 +46,7 @@ impl Default for RunOptions {
         RunOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin: true,
-            driver: DriverChoice::Auto,
+            driver: IoDriver::Auto,
             progress: false,
             shard: Shard::default(),
             connect_timeout: Duration::from_secs(10),

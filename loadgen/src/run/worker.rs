@@ -58,17 +58,6 @@ pub struct Plan {
     pub shard: Shard,
 }
 
-/// Which I/O driver to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverChoice {
-    /// io_uring if it starts, else epoll.
-    Auto,
-    /// io_uring only.
-    IoUring,
-    /// epoll only.
-    Epoll,
-}
-
 /// Orders from the main thread.
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
@@ -145,7 +134,7 @@ pub struct WorkerSpec {
     /// Orders from the main thread.
     pub control: flume::Receiver<Control>,
     /// I/O driver.
-    pub driver: DriverChoice,
+    pub driver: IoDriver,
     /// CPU to pin to.
     pub cpu: Option<usize>,
 }
@@ -162,12 +151,7 @@ pub fn run(spec: WorkerSpec) {
     }
     let tx = spec.tx.clone();
     let index = spec.index;
-    let choice = match spec.driver {
-        DriverChoice::Auto => IoDriver::Auto,
-        DriverChoice::IoUring => IoDriver::Uring,
-        DriverChoice::Epoll => IoDriver::Epoll,
-    };
-    if let Err(e) = runtime::block_on(choice, move |kind| worker_main(spec, kind.as_str())) {
+    if let Err(e) = runtime::block_on(spec.driver, move |kind| worker_main(spec, kind.as_str())) {
         let _ = tx.send(Report::Failed {
             worker: index,
             error: format!("cannot start a runtime: {e}"),

@@ -2,7 +2,7 @@
 //! subject: for tests (acks after a known delay, stalls, `busy`) and for
 //! measuring loadgen itself (its floor against a zero-delay server, how many
 //! sessions one process holds). One monoio runtime per thread, each with its
-//! own `SO_REUSEPORT` listener, framing by `gateway::ws`; answers are planned
+//! own `SO_REUSEPORT` listener, framing by `wire::ws`; answers are planned
 //! by [`script`].
 
 pub mod script;
@@ -15,10 +15,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use gateway::ws::frame::encode_frame;
-use gateway::ws::{Event, Limits, OpCode, Receiver, Role};
 use monoio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
+use wire::ws::frame::encode_frame;
+use wire::ws::{Event, Limits, OpCode, Receiver, Role};
 
 use crate::run::net::{self as rawnet, Io};
 use script::{answer, release_at, Behaviour, ConnState, Planned};
@@ -223,7 +223,7 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
                 }
                 Event::Ping(p) => encode_frame(&mut conn.out.borrow_mut(), OpCode::Pong, p, None),
                 Event::Close(_) => {
-                    gateway::ws::frame::encode_close(&mut conn.out.borrow_mut(), 1000, "", None);
+                    wire::ws::frame::encode_close(&mut conn.out.borrow_mut(), 1000, "", None);
                     closed = true;
                 }
                 _ => {}
@@ -233,7 +233,7 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
                     pending.drain(..n);
                 }
                 Err(e) => {
-                    gateway::ws::frame::encode_close(
+                    wire::ws::frame::encode_close(
                         &mut conn.out.borrow_mut(),
                         e.close_code(),
                         "",
