@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::conn::{Mode, Pending, PollHeld, WsChat};
+use super::conn::{AgentWs, Mode, Pending, PollHeld, WsChat};
 use super::worker::{Op, Worker};
 use crate::chat::client;
 use crate::http::request::Parsed;
@@ -136,15 +136,10 @@ impl Worker {
     /// The connection's pending request, if it is one `wanted` accepts; the
     /// connection is back to reading HTTP. Anything else is left as it was.
     fn take_pending(&self, slot: usize, wanted: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        let mut conns = self.conns.borrow_mut();
-        let c = conns.get_mut(slot)?;
-        match &c.mode {
-            Mode::Pending(p) if wanted(p) => match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::Pending(p) => Some(*p),
-                _ => None,
-            },
-            _ => None,
-        }
+        self.conns
+            .borrow_mut()
+            .get_mut(slot)?
+            .take_pending(wanted, self.m())
     }
 
     /// Another thread's answer to a request handed to it.
@@ -181,12 +176,12 @@ impl Worker {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 self.respond(slot, resp, true, false);
                 if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-                    c.mode = Mode::Agent(Box::new(super::conn::AgentWs {
+                    let agent_ws = AgentWs {
                         agent,
                         rx: Receiver::default(),
-                    }));
+                    };
+                    c.enter(Mode::Agent(Box::new(agent_ws)), self.m());
                 }
-                self.m().websockets.add(1);
                 let _ = self
                     .shared
                     .desk
@@ -286,13 +281,13 @@ impl Worker {
         self.respond(slot, resp, true, false);
         let now = Instant::now();
         if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-            c.mode = Mode::Ws(WsChat {
+            let chat = WsChat {
                 key,
                 rx: Receiver::default(),
                 frames: TokenBucket::new(self.shared.config.limits.frame_rate, now),
-            });
+            };
+            c.enter(Mode::Ws(chat), self.m());
         }
-        self.m().websockets.add(1);
     }
 
     fn upgrade_echo(self: &Rc<Self>, slot: usize, req: Request<Vec<u8>>) {
@@ -300,9 +295,8 @@ impl Worker {
             Ok(resp) => {
                 self.respond(slot, resp, true, false);
                 if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-                    c.mode = Mode::Echo(Receiver::default());
+                    c.enter(Mode::Echo(Receiver::default()), self.m());
                 }
-                self.m().websockets.add(1);
             }
             Err(e) => self.respond(slot, e.response(), false, false),
         }
@@ -310,7 +304,7 @@ impl Worker {
 
     fn set_pending(&self, slot: usize, p: Pending) {
         if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-            c.mode = Mode::Pending(Box::new(p));
+            c.enter(Mode::Pending(Box::new(p)), self.m());
             c.since = Instant::now();
         }
     }
@@ -406,14 +400,14 @@ impl Worker {
     ) {
         let hold = Duration::from_millis(self.shared.config.limits.poll_hold_ms);
         if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-            self.m().polls_held.add(1);
-            c.mode = Mode::PollHeld(Box::new(PollHeld {
+            let held = PollHeld {
                 key,
                 cursor,
                 keep_alive,
                 set_cookie,
                 deadline: Instant::now() + hold,
-            }));
+            };
+            c.enter(Mode::PollHeld(Box::new(held)), self.m());
         }
     }
 
@@ -471,21 +465,10 @@ impl Worker {
     /// Answers a held `GET /poll/recv`.
     pub(crate) fn deliver_poll(self: &Rc<Self>, to: SubId, cursor: u64, messages: Vec<Bytes>) {
         let Some(slot) = self.slot_of(to) else { return };
-        let held = {
-            let mut conns = self.conns.borrow_mut();
-            let c = &mut conns[slot];
-            match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::PollHeld(h) => {
-                    self.m().polls_held.add(-1);
-                    h
-                }
-                other => {
-                    // Not waiting (timed out, or closed): the messages stay in
-                    // the session's log for the next recv.
-                    c.mode = other;
-                    return;
-                }
-            }
+        // Not waiting (timed out, or closed): the messages stay in the
+        // session's log for the next recv.
+        let Some(held) = self.conns.borrow_mut()[slot].take_poll(self.m()) else {
+            return;
         };
         let r = respond::poll_answer(cursor, &messages, held.set_cookie);
         self.respond(slot, r, held.keep_alive, false);
@@ -498,15 +481,9 @@ impl Worker {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else { return };
             let sub = SubId::new(self.id, slot, c.gen);
-            match std::mem::replace(&mut c.mode, Mode::Http) {
-                Mode::PollHeld(h) => {
-                    self.m().polls_held.add(-1);
-                    (h, sub)
-                }
-                other => {
-                    c.mode = other;
-                    return;
-                }
+            match c.take_poll(self.m()) {
+                Some(h) => (h, sub),
+                None => return,
             }
         };
         self.submit(held.key, sub, Op::Detach);

@@ -59,7 +59,7 @@ impl Worker {
             }
             let waited = now.saturating_duration_since(c.since);
             let quiet = now.saturating_duration_since(c.last_rx);
-            let act = match &c.mode {
+            let act = match c.mode() {
                 Mode::Http if c.in_request() && waited > handshake => Some(Act::RequestTimeout),
                 Mode::Http if !c.in_request() && waited > keepalive => Some(Act::Kill),
                 Mode::Pending(_) if waited > OWNER_TIMEOUT => Some(Act::Kill),

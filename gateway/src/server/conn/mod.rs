@@ -7,204 +7,30 @@
 //! connection table. Writes go straight to the socket; only what the socket
 //! does not take is queued, and a flush task exists only while something is.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{header, HeaderValue, Response};
 use monoio::net::{TcpListener, TcpStream};
 
+mod queue;
+mod state;
+
+pub(crate) use state::{AgentWs, Conn, Detach, Mode, Pending, PollHeld, WsChat};
+
 use super::sys;
 use super::worker::{Op, Worker};
-use crate::chat::client::{self, ClientError, ClientMsg};
+use crate::chat::client::{self, ClientMsg};
 use crate::chat::server::ServerMsg;
 use crate::chat::ErrorCode;
 use crate::http::response::{self, Body};
-use crate::ids::SessionKey;
 use crate::ids::SubId;
 use crate::session::error_msg;
-use crate::session::ratelimit::TokenBucket;
 use crate::ws::frame::{encode_close, write_header, MAX_HEADER_LEN};
 use crate::ws::message::CloseFrame;
-use crate::ws::{close, Event, Limits, OpCode, Receiver, Role};
-
-/// A request waiting for the session's owner to answer an `Op`.
-pub(crate) enum Pending {
-    /// A chat upgrade; the 101 is sent once the session is known.
-    Upgrade {
-        key: SessionKey,
-        site: std::sync::Arc<str>,
-        resp: Response<Body>,
-    },
-    /// `POST /poll/send`.
-    PollSend {
-        key: SessionKey,
-        site: std::sync::Arc<str>,
-        msgs: Vec<Result<ClientMsg, ClientError>>,
-        keep_alive: bool,
-    },
-    /// `GET /poll/recv`.
-    PollRecv {
-        key: SessionKey,
-        site: std::sync::Arc<str>,
-        cursor: u64,
-        keep_alive: bool,
-    },
-    /// A request another thread answers (the agent desk's API, the
-    /// knowledge-base admin API), waiting for its answer.
-    Elsewhere { keep_alive: bool },
-    /// An `/agent/ws` upgrade, waiting for the desk to say who it is; the
-    /// 101 is sent once it does.
-    AgentUpgrade { resp: Response<Body> },
-}
-
-impl Pending {
-    /// The session it concerns (requests answered elsewhere concern none).
-    pub(crate) fn key(&self) -> Option<SessionKey> {
-        match self {
-            Pending::Upgrade { key, .. }
-            | Pending::PollSend { key, .. }
-            | Pending::PollRecv { key, .. } => Some(*key),
-            Pending::Elsewhere { .. } | Pending::AgentUpgrade { .. } => None,
-        }
-    }
-}
-
-/// An agent's WebSocket (`/agent/ws`).
-pub(crate) struct AgentWs {
-    pub(crate) agent: u64,
-    pub(crate) rx: Receiver,
-}
-
-/// A held `GET /poll/recv`.
-pub(crate) struct PollHeld {
-    pub(crate) key: SessionKey,
-    pub(crate) cursor: u64,
-    pub(crate) keep_alive: bool,
-    pub(crate) set_cookie: Option<HeaderValue>,
-    pub(crate) deadline: Instant,
-}
-
-/// A chat WebSocket.
-pub(crate) struct WsChat {
-    pub(crate) key: SessionKey,
-    pub(crate) rx: Receiver,
-    pub(crate) frames: TokenBucket,
-}
-
-/// What the connection is doing.
-pub(crate) enum Mode {
-    /// Reading HTTP requests.
-    Http,
-    /// Waiting for a session's owner; input is kept until it answers.
-    /// (Boxed, like `PollHeld`: rare and large, they would bloat every connection.)
-    Pending(Box<Pending>),
-    /// Holding a long-poll.
-    PollHeld(Box<PollHeld>),
-    /// A chat WebSocket.
-    Ws(WsChat),
-    /// The `/echo` WebSocket.
-    Echo(Receiver),
-    /// An agent's WebSocket (rare: boxed).
-    Agent(Box<AgentWs>),
-    /// Our side is closing; input is discarded until the peer closes.
-    Closing,
-}
-
-/// One queued piece of output.
-struct Chunk {
-    data: Bytes,
-    /// First byte of a WebSocket frame or HTTP response: a safe place to cut.
-    boundary: bool,
-}
-
-/// Output the socket has not taken yet. Allocated only while there is some:
-/// an idle connection pays one pointer for its write path.
-#[derive(Default)]
-struct Queue {
-    chunks: VecDeque<Chunk>,
-    bytes: usize,
-    /// Whether the front chunk has been partly written.
-    front_started: bool,
-}
-
-impl Queue {
-    fn push(&mut self, data: Bytes, boundary: bool) {
-        self.bytes += data.len();
-        self.chunks.push_back(Chunk { data, boundary });
-    }
-
-    /// Drops every frame not yet started, keeping the one on its way whole so
-    /// the stream stays well framed.
-    fn cut_to_frame(&mut self) {
-        let keep = match self.chunks.front() {
-            Some(front) if self.front_started || !front.boundary => {
-                1 + self
-                    .chunks
-                    .iter()
-                    .skip(1)
-                    .take_while(|ch| !ch.boundary)
-                    .count()
-            }
-            _ => 0,
-        };
-        self.chunks.truncate(keep);
-        if keep == 0 {
-            self.front_started = false;
-        }
-        self.bytes = self.chunks.iter().map(|ch| ch.data.len()).sum();
-    }
-
-    /// Takes `n` written bytes off the front.
-    fn consume(&mut self, mut n: usize) {
-        self.bytes -= n;
-        while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                break;
-            };
-            if n >= front.data.len() {
-                n -= front.data.len();
-                self.chunks.pop_front();
-                self.front_started = false;
-            } else {
-                front.data.advance(n);
-                self.front_started = true;
-                n = 0;
-            }
-        }
-    }
-}
-
-/// One connection.
-pub(crate) struct Conn {
-    /// Generation of the current subscriber identity (changes per poll request).
-    pub(crate) gen: u64,
-    pub(crate) stream: Rc<TcpStream>,
-    pub(crate) fd: RawFd,
-    pub(crate) mode: Mode,
-    /// Input not yet consumed: a partial request or frame. Empty (unallocated) when idle.
-    pub(crate) inbuf: Vec<u8>,
-    out: Option<Box<Queue>>,
-    flushing: bool,
-    shut_after_flush: bool,
-    /// A close frame is queued or sent: nothing may follow it.
-    close_sent: bool,
-    pub(crate) dead: bool,
-    pub(crate) last_rx: Instant,
-    /// Start of the current wait: accept, request start, last response, close.
-    pub(crate) since: Instant,
-    pub(crate) served: u32,
-    pub(crate) ping_out: bool,
-}
-
-impl Conn {
-    /// Whether this connection is waiting for its first request, or is part way through one.
-    pub(crate) fn in_request(&self) -> bool {
-        self.served == 0 || !self.inbuf.is_empty()
-    }
-}
+use crate::ws::{close, Event, Limits, OpCode, Role};
 
 /// Accepts connections until the worker stops.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
@@ -331,24 +157,10 @@ enum Flush {
 impl Worker {
     fn register(&self, stream: Rc<TcpStream>) -> usize {
         let now = Instant::now();
-        let fd = stream.as_raw_fd();
         self.m().connections.add(1);
-        self.conns.borrow_mut().insert(Conn {
-            gen: self.next_gen(),
-            stream,
-            fd,
-            mode: Mode::Http,
-            inbuf: Vec::new(),
-            out: None,
-            flushing: false,
-            shut_after_flush: false,
-            close_sent: false,
-            dead: false,
-            last_rx: now,
-            since: now,
-            served: 0,
-            ping_out: false,
-        })
+        self.conns
+            .borrow_mut()
+            .insert(Conn::new(self.next_gen(), stream, now))
     }
 
     /// The subscriber id of a connection as it is now.
@@ -405,10 +217,10 @@ impl Worker {
             let Some(c) = conns.get_mut(slot) else { return };
             c.last_rx = now;
             c.ping_out = false;
-            if matches!(c.mode, Mode::Closing) {
+            if matches!(c.mode(), Mode::Closing) {
                 return;
             }
-            if matches!(c.mode, Mode::Http) && c.inbuf.is_empty() {
+            if matches!(c.mode(), Mode::Http) && c.inbuf.is_empty() {
                 // A new request starts: the handshake timeout counts from here.
                 c.since = now;
             }
@@ -479,7 +291,7 @@ impl Worker {
                 Discard,
             }
             let kind = match self.conns.borrow().get(slot) {
-                Some(c) if !c.dead => match c.mode {
+                Some(c) if !c.dead => match c.mode() {
                     Mode::Http => Kind::Http,
                     Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_) => Kind::Ws,
                     Mode::Pending(_) | Mode::PollHeld(_) => Kind::Wait,
@@ -539,11 +351,15 @@ impl Worker {
             let Some(c) = conns.get_mut(slot) else {
                 return buf.len();
             };
-            match &mut c.mode {
-                Mode::Ws(ws) => (std::mem::take(&mut ws.rx), false, None),
-                Mode::Echo(rx) => (std::mem::take(rx), true, None),
-                Mode::Agent(a) => (std::mem::take(&mut a.rx), false, Some(a.agent)),
+            let (echo, agent) = match c.mode() {
+                Mode::Ws(_) => (false, None),
+                Mode::Echo(_) => (true, None),
+                Mode::Agent(a) => (false, Some(a.agent)),
                 _ => return 0,
+            };
+            match c.receiver_mut() {
+                Some(rx) => (std::mem::take(rx), echo, agent),
+                None => return 0,
             }
         };
         let limits = if echo {
@@ -567,13 +383,13 @@ impl Worker {
                 self.on_chat_event(slot, ev);
             }
         });
-        if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-            match &mut c.mode {
-                Mode::Ws(ws) => ws.rx = rx,
-                Mode::Echo(r) => *r = rx,
-                Mode::Agent(a) => a.rx = rx,
-                _ => {}
-            }
+        if let Some(r) = self
+            .conns
+            .borrow_mut()
+            .get_mut(slot)
+            .and_then(|c| c.receiver_mut())
+        {
+            *r = rx;
         }
         match result {
             Ok(n) => n,
@@ -631,7 +447,7 @@ impl Worker {
                     let mut conns = self.conns.borrow_mut();
                     let Some(c) = conns.get_mut(slot) else { return };
                     let gen = c.gen;
-                    let Mode::Ws(ws) = &mut c.mode else { return };
+                    let Some(ws) = c.chat_mut() else { return };
                     (
                         ws.key,
                         SubId::new(self.id, slot, gen),
@@ -697,7 +513,10 @@ impl Worker {
     /// Delivers a session message to a chat socket of this worker.
     pub(crate) fn deliver_ws(self: &Rc<Self>, to: SubId, msg: &Bytes) {
         let Some(slot) = self.slot_of(to) else { return };
-        if matches!(self.conns.borrow()[slot].mode, Mode::Ws(_) | Mode::Agent(_)) {
+        if matches!(
+            self.conns.borrow()[slot].mode(),
+            Mode::Ws(_) | Mode::Agent(_)
+        ) {
             self.send_json(slot, msg);
         }
     }
@@ -732,50 +551,36 @@ impl Worker {
     /// wait (bounded by the sweeper) for the peer to close.
     pub(crate) fn begin_close(self: &Rc<Self>, slot: usize) {
         let now = Instant::now();
-        let (detach, shut_now) = {
+        let (detach, gen, shut_now) = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else { return };
-            let old = std::mem::replace(&mut c.mode, Mode::Closing);
+            let old = c.enter(Mode::Closing, self.m());
             c.since = now;
             c.inbuf = Vec::new();
             c.shut_after_flush = true;
-            let detach = match old {
-                Mode::Ws(ws) => {
-                    self.m().websockets.add(-1);
-                    Some(ws.key)
-                }
-                Mode::Echo(_) => {
-                    self.m().websockets.add(-1);
-                    None
-                }
-                Mode::Agent(a) => {
-                    self.m().websockets.add(-1);
-                    let sub = SubId::new(self.id, slot, c.gen);
-                    let _ = self.shared.desk.send(super::desk::DeskMsg::AgentClosed {
-                        agent: a.agent,
-                        sub,
-                    });
-                    None
-                }
-                Mode::PollHeld(h) => {
-                    self.m().polls_held.add(-1);
-                    Some(h.key)
-                }
-                Mode::Pending(p) => p.key(),
-                _ => None,
-            };
-            (
-                detach.map(|k| (k, SubId::new(self.id, slot, c.gen))),
-                !c.flushing && c.out.is_none(),
-            )
+            (old.detach(), c.gen, !c.flushing && c.out.is_none())
         };
         if shut_now {
             if let Some(c) = self.conns.borrow().get(slot) {
                 sys::shutdown(c.fd, libc::SHUT_WR);
             }
         }
-        if let Some((key, sub)) = detach {
-            self.submit(key, sub, Op::Detach);
+        self.let_go(SubId::new(self.id, slot, gen), detach);
+    }
+
+    /// Carries out what a connection leaving its mode lets go of: its
+    /// subscription to a session, or (an agent's socket) the desk's record
+    /// of it.
+    fn let_go(self: &Rc<Self>, sub: SubId, detach: Detach) {
+        match detach {
+            Detach::Nothing => {}
+            Detach::Session(key) => self.submit(key, sub, Op::Detach),
+            Detach::Agent(agent) => {
+                let _ = self
+                    .shared
+                    .desk
+                    .send(super::desk::DeskMsg::AgentClosed { agent, sub });
+            }
         }
     }
 
@@ -842,25 +647,14 @@ impl Worker {
                     return;
                 }
             }
-            let q = c.out.get_or_insert_with(Box::default);
-            let was_empty = q.chunks.is_empty();
-            if written < head.len() {
-                q.push(Bytes::copy_from_slice(&head[written..]), written == 0);
-                if !body_s.is_empty() {
-                    q.push(body.tail(0), false);
-                }
-            } else {
-                q.push(body.tail(written - head.len()), false);
-            }
-            if was_empty {
-                q.front_started = written > 0;
-            }
             // The echo route must hold one whole echoed message of the largest size it takes.
-            let limit = match c.mode {
+            let limit = match c.mode() {
                 Mode::Echo(_) => l.outbound_queue_bytes.max(2 * l.echo_max_message_bytes),
                 _ => l.outbound_queue_bytes,
             };
-            if q.bytes > limit {
+            let q = c.out.get_or_insert_with(Box::default);
+            q.push_rest(head, body_s.len(), |from| body.tail(from), written);
+            if q.bytes() > limit {
                 too_slow = true;
             } else if !c.flushing {
                 c.flushing = true;
@@ -885,7 +679,7 @@ impl Worker {
         let stream = {
             let mut conns = self.conns.borrow_mut();
             let Some(c) = conns.get_mut(slot) else { return };
-            if !matches!(c.mode, Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_)) {
+            if !c.mode().is_websocket() {
                 drop(conns);
                 return self.kill(slot);
             }
@@ -919,7 +713,7 @@ impl Worker {
             return Flush::Gone;
         }
         if let Some(q) = c.out.as_mut() {
-            let parts: Vec<&[u8]> = q.chunks.iter().take(64).map(|ch| &ch.data[..]).collect();
+            let parts: Vec<&[u8]> = q.front(64).collect();
             match sys::send_parts(c.fd, &parts) {
                 Ok(n) => {
                     self.m().bytes_out.add(n as u64);
@@ -932,7 +726,7 @@ impl Worker {
                     return Flush::Gone;
                 }
             }
-            if !q.chunks.is_empty() {
+            if !q.is_empty() {
                 return Flush::More;
             }
         }
@@ -951,30 +745,8 @@ impl Worker {
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         self.m().connections.add(-1);
         let sub = SubId::new(self.id, slot, c.gen);
-        match c.mode {
-            Mode::Ws(ws) => {
-                self.m().websockets.add(-1);
-                self.submit(ws.key, sub, Op::Detach);
-            }
-            Mode::Echo(_) => self.m().websockets.add(-1),
-            Mode::Agent(a) => {
-                self.m().websockets.add(-1);
-                let _ = self.shared.desk.send(super::desk::DeskMsg::AgentClosed {
-                    agent: a.agent,
-                    sub,
-                });
-            }
-            Mode::PollHeld(h) => {
-                self.m().polls_held.add(-1);
-                self.submit(h.key, sub, Op::Detach)
-            }
-            Mode::Pending(p) => {
-                if let Some(key) = p.key() {
-                    self.submit(key, sub, Op::Detach)
-                }
-            }
-            Mode::Http | Mode::Closing => {}
-        }
+        let detach = c.leave(self.m());
+        self.let_go(sub, detach);
         if self.stopping.get() && self.conns.borrow().is_empty() {
             self.drained.set();
         }
@@ -988,7 +760,7 @@ impl Worker {
             Kill,
             Nothing,
         }
-        let act = match self.conns.borrow().get(slot).map(|c| &c.mode) {
+        let act = match self.conns.borrow().get(slot).map(|c| c.mode()) {
             Some(Mode::Ws(_) | Mode::Echo(_) | Mode::Agent(_)) => Act::GoingAway,
             Some(Mode::PollHeld(_)) => Act::FinishPoll,
             Some(Mode::Http | Mode::Pending(_)) => Act::Kill,
