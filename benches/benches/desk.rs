@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gateway::desk::directory::{AccountInput, Directory, Role};
 use gateway::desk::{Desk, DeskConfig, DeskOut};
 use gateway::handoff::VisitorEvent;
-use gateway::ids::{ConversationId, SessionKey, SubId};
+use gateway::ids::{AgentId, ConversationId, SessionKey, SubId};
 
 const AGENTS: u64 = 50;
 const CAPACITY: u32 = 4;
@@ -54,7 +54,7 @@ fn take_offers(desk: &mut Desk, out: Vec<DeskOut>, now: Instant) -> usize {
             if v["type"] == "offer" {
                 let c = v["conversation"].as_str().unwrap_or_default();
                 let f = format!(r#"{{"type":"take","conversation":"{c}"}}"#);
-                desk.on_agent_frame(to.slot() as u64, to, f.as_bytes(), now);
+                desk.on_agent_frame(AgentId::new(to.slot() as u64), to, f.as_bytes(), now);
                 n += 1;
             }
         }
@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
         let mut now = Instant::now();
         // Agent ids are 1..=AGENTS; each agent's socket id is its own id.
         for a in 1..=AGENTS {
-            desk.on_agent_open(a, socket(a), now);
+            desk.on_agent_open(AgentId::new(a), socket(a), now);
         }
         desk.take_out();
         // Fill every slot, then the line.
@@ -119,7 +119,12 @@ fn bench(c: &mut Criterion) {
                     return;
                 };
                 let agent = owner.remove(&done).unwrap_or(1);
-                desk.on_agent_frame(agent, socket(agent), &frame("resolve", done), now);
+                desk.on_agent_frame(
+                    AgentId::new(agent),
+                    socket(agent),
+                    &frame("resolve", done),
+                    now,
+                );
                 let out = desk.take_out();
                 // The head of the line was offered to the freed agent; it takes it.
                 let head = next - line;

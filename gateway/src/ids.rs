@@ -127,8 +127,32 @@ impl fmt::Debug for ConversationId {
     }
 }
 
-/// An agent account's id (the store's row id).
-pub type AgentId = u64;
+/// An agent account's id: the store's row id, chosen by the desk (1, 2, ...).
+/// On the wire (an `agents` row, a `transfer`'s `to`, the API's accounts) it
+/// is the plain number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct AgentId(u64);
+
+impl AgentId {
+    /// The id with this number.
+    pub const fn new(n: u64) -> Self {
+        AgentId(n)
+    }
+
+    /// Its number (the store's row id).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// A subscriber as the workers address it: a socket or a held long-poll,
 /// named by its worker, its connection slot there and that slot's generation
@@ -225,6 +249,19 @@ mod tests {
         let id = ConversationId::from_bytes([0xfb; 12]);
         assert_eq!(id.to_string(), "c_-_v7-_v7-_v7-_v7");
         assert_eq!(format!("{id:?}"), id.to_string());
+    }
+
+    #[test]
+    fn agent_ids_are_plain_numbers_on_the_wire() {
+        let id = AgentId::new(42);
+        assert_eq!(id.get(), 42);
+        assert_eq!(id.to_string(), "42");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "42");
+        assert_eq!(
+            serde_json::from_str::<AgentId>("7").unwrap(),
+            AgentId::new(7)
+        );
+        assert!(serde_json::from_str::<AgentId>("-1").is_err());
     }
 
     #[test]

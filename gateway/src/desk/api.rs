@@ -15,8 +15,8 @@ use super::directory::{valid_shortcut, AccountInput, Caller, Role};
 use super::{Desk, DeskOut, ReadPurpose};
 use crate::http::request::{cookie, query_param};
 use crate::http::response::{self, Body};
-use crate::ids::ConversationId;
 use crate::ids::SubId;
+use crate::ids::{AgentId, ConversationId};
 use crate::sites::SiteRegistry;
 use crate::store::{CannedReply, PageCursor, Write};
 
@@ -201,6 +201,7 @@ impl Desk {
                 let Some(id) = id
                     .parse::<u64>()
                     .ok()
+                    .map(AgentId::new)
                     .filter(|i| self.dir.get(*i).is_some())
                 else {
                     return Some(not_found(format!("no agent '{id}'")));
@@ -242,7 +243,7 @@ impl Desk {
                         self.dir.delete(id);
                         self.account_removed(id, now);
                         self.out.push(DeskOut::Write {
-                            write: Write::AgentDeleted { id },
+                            write: Write::AgentDeleted { id: id.get() },
                             then: Some((sub, response::empty(StatusCode::NO_CONTENT))),
                         });
                         None

@@ -95,7 +95,7 @@ impl Account {
     /// The stored form.
     pub fn to_stored(&self) -> StoredAgent {
         StoredAgent {
-            id: self.id,
+            id: self.id.get(),
             name: self.name.clone(),
             role: self.role.as_str().to_string(),
             languages: self.languages.clone(),
@@ -229,11 +229,12 @@ impl Directory {
                 tracing::warn!(agent = a.id, role = %a.role, "stored agent with an unknown role skipped");
                 continue;
             };
-            d.by_token.insert(a.token_hash, a.id);
+            let id = AgentId::new(a.id);
+            d.by_token.insert(a.token_hash, id);
             d.accounts.insert(
-                a.id,
+                id,
                 Account {
-                    id: a.id,
+                    id,
                     name: a.name,
                     role,
                     languages: a.languages,
@@ -268,7 +269,11 @@ impl Directory {
 
     /// Makes an account; returns it and its token (shown once).
     pub fn create(&mut self, input: AccountInput, now_ms: u64) -> (Account, String) {
-        let id = self.accounts.keys().next_back().map_or(1, |k| k + 1);
+        let id = self
+            .accounts
+            .keys()
+            .next_back()
+            .map_or(AgentId::new(1), |k| AgentId::new(k.get() + 1));
         let (token, token_hash) = new_token();
         let a = Account {
             id,
@@ -527,7 +532,10 @@ mod tests {
         assert!(!d.may_manage(a(admin.id), &other));
         assert!(!d.may_manage(a(admin.id), &["*".to_string()]));
         assert!(d.may_manage(a(all.id), &other));
-        assert!(!d.may(a(999), "shop", Role::Agent), "deleted or unknown");
+        assert!(
+            !d.may(a(AgentId::new(999)), "shop", Role::Agent),
+            "deleted or unknown"
+        );
     }
 
     #[test]

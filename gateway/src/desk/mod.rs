@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
 
 use crate::handoff::{SessionEvent, VisitorEvent};
 use crate::http::response::Body;
@@ -31,7 +31,10 @@ use crate::ids::{AgentId, ConversationId, SessionKey};
 use crate::store::{PageCursor, Transcript, Write};
 use directory::{Caller, Directory, Role};
 use routing::{Router, Waiting};
-use wire::AgentMsg;
+use wire::{
+    AgentErrorCode, AgentMsg, AgentRow, Canned, Card, CardState, DeskError, FullCard, LiveCard,
+    StoredCard, ToAgent, UnassignedReason,
+};
 
 /// The desk's settings (`[agents]` in the configuration).
 #[derive(Debug, Clone)]
@@ -165,26 +168,25 @@ struct Conv {
     told: u32,
 }
 
+/// Per site: how many wait, and the first cards, rendered once.
+type SiteCards = HashMap<String, (usize, Vec<Box<RawValue>>)>;
+
 /// A `queue` frame of the cards of `sites`.
-fn queue_frame(sites: &[&String], per_site: &HashMap<String, (usize, Vec<String>)>) -> Bytes {
-    let mut body = String::from(r#"{"type":"queue","items":["#);
-    let mut first = true;
+fn queue_frame(sites: &[&String], per_site: &SiteCards) -> Bytes {
+    let mut items: Vec<&RawValue> = Vec::new();
     let mut total = 0;
     for s in sites {
         let Some((n, cards)) = per_site.get(*s) else {
             continue;
         };
         total += n;
-        for card in cards {
-            if !first {
-                body.push(',');
-            }
-            first = false;
-            body.push_str(card);
-        }
+        items.extend(cards.iter().map(|c| &**c));
     }
-    body.push_str(&format!("],\"total\":{total}}}"));
-    Bytes::from(body)
+    ToAgent::Queue {
+        items: &items,
+        total,
+    }
+    .to_bytes()
 }
 
 /// The agent desk's state.
@@ -222,6 +224,49 @@ fn conv_name(c: &ConversationId) -> String {
 
 fn preview(text: &str) -> String {
     text.chars().take(200).collect()
+}
+
+/// An `unassigned` frame.
+fn unassigned(conversation: &str, reason: UnassignedReason) -> Bytes {
+    ToAgent::Unassigned {
+        conversation,
+        reason,
+    }
+    .to_bytes()
+}
+
+/// The conversation an agent's frame names.
+fn lookup(name: &str) -> Result<ConversationId, DeskError> {
+    ConversationId::parse(name).ok_or_else(|| DeskError::not_found("no such conversation"))
+}
+
+/// A well-formed id of a conversation the desk does not have.
+fn not_in_desk() -> DeskError {
+    DeskError::not_found("no such conversation in the desk")
+}
+
+/// A conversation someone else holds (or nobody does).
+fn not_yours() -> DeskError {
+    DeskError::forbidden("you do not hold this conversation")
+}
+
+/// The card of a conversation only the store has.
+fn stored_card(t: &Transcript) -> StoredCard<'_> {
+    let c = &t.conversation;
+    StoredCard {
+        conversation: conv_name(&c.id),
+        site: &c.site,
+        state: if c.ended.is_some() {
+            CardState::Ended
+        } else {
+            CardState::Idle
+        },
+        reason: c.needs_human.as_ref().map(|m| m.reason.as_str()),
+        lang: c.page.lang.as_deref(),
+        page: c.page.page.as_deref(),
+        referrer: c.page.referrer.as_deref(),
+        waiting_since_ms: c.started_ms,
+    }
 }
 
 impl Desk {
@@ -288,35 +333,41 @@ impl Desk {
         self.out.push(DeskOut::Session { key, ev });
     }
 
-    fn card(&self, conv: &ConversationId, c: &Conv, position: Option<u32>) -> Value {
+    /// An agent's display name (empty for an account that is gone).
+    fn agent_name(&self, agent: AgentId) -> String {
+        self.dir
+            .get(agent)
+            .map(|a| a.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn card<'a>(
+        &'a self,
+        conv: &ConversationId,
+        c: &'a Conv,
+        position: Option<u32>,
+    ) -> LiveCard<'a> {
         let state = match c.held {
-            Some(_) => "assigned",
-            None if self.router.offered_to(conv).is_some() => "offered",
-            None => "queued",
+            Some(_) => CardState::Assigned,
+            None if self.router.offered_to(conv).is_some() => CardState::Offered,
+            None => CardState::Queued,
         };
-        let mut v = json!({
-            "conversation": conv_name(conv),
-            "site": c.site,
-            "state": state,
-            "reason": c.reason,
-            "waiting_since_ms": c.since_ms,
-        });
-        let mut set = |k: &str, val: &Option<String>| {
-            if let Some(x) = val {
-                v[k] = json!(x);
-            }
-        };
-        set("lang", &c.lang);
-        set("page", &c.page);
-        set("referrer", &c.referrer);
-        set("preview", &c.preview);
-        if let Some(agent) = c.held.and_then(|a| self.dir.get(a)) {
-            v["agent"] = json!(agent.name);
+        LiveCard {
+            conversation: conv_name(conv),
+            site: &c.site,
+            state,
+            reason: &c.reason,
+            waiting_since_ms: c.since_ms,
+            lang: c.lang.as_deref(),
+            page: c.page.as_deref(),
+            referrer: c.referrer.as_deref(),
+            preview: c.preview.as_deref(),
+            agent: c
+                .held
+                .and_then(|a| self.dir.get(a))
+                .map(|a| a.name.as_str()),
+            position,
         }
-        if let Some(p) = position {
-            v["position"] = json!(p);
-        }
-        v
     }
 
     // ---- visitor side -------------------------------------------------
@@ -390,11 +441,11 @@ impl Desk {
                 };
                 match c.held {
                     Some(agent) => {
-                        let msg = wire::frame(&json!({
-                            "type": "message",
-                            "conversation": conv_name(&conv),
-                            "item": item,
-                        }));
+                        let msg = ToAgent::Message {
+                            conversation: &conv_name(&conv),
+                            item: &item,
+                        }
+                        .to_bytes();
                         self.send_agent(agent, msg);
                     }
                     None => {
@@ -407,8 +458,10 @@ impl Desk {
             }
             VisitorEvent::Typing { conv } => {
                 if let Some(agent) = self.convs.get(&conv).and_then(|c| c.held) {
-                    let msg =
-                        wire::frame(&json!({"type": "typing", "conversation": conv_name(&conv)}));
+                    let msg = ToAgent::Typing {
+                        conversation: &conv_name(&conv),
+                    }
+                    .to_bytes();
                     self.send_agent(agent, msg);
                 }
             }
@@ -418,9 +471,12 @@ impl Desk {
                 id,
                 seq,
             } => {
-                let msg = wire::frame(&json!({
-                    "type": "ack", "id": id, "conversation": conv_name(&conv), "seq": seq,
-                }));
+                let msg = ToAgent::Ack {
+                    id: &id,
+                    conversation: &conv_name(&conv),
+                    seq,
+                }
+                .to_bytes();
                 self.send_agent(agent, msg);
             }
             VisitorEvent::AgentMessageFailed {
@@ -429,7 +485,13 @@ impl Desk {
                 id,
                 error,
             } => {
-                let msg = wire::error("internal", &error, Some(&conv_name(&conv)), Some(&id));
+                let msg = ToAgent::Error {
+                    code: AgentErrorCode::Internal,
+                    message: &error,
+                    conversation: Some(&conv_name(&conv)),
+                    id: Some(&id),
+                }
+                .to_bytes();
                 self.send_agent(agent, msg);
             }
         }
@@ -446,25 +508,7 @@ impl Desk {
         self.socks.entry(agent).or_default().push(sub);
         self.gone.remove(&agent);
         self.router.set_online(agent, true);
-        let queue = self.queue_cards(|site| account.serves(site));
-        let held: Vec<Value> = self
-            .convs
-            .iter()
-            .filter(|(_, c)| c.held == Some(agent))
-            .map(|(k, c)| self.card(k, c, None))
-            .collect();
-        let canned: Vec<Value> = self
-            .dir
-            .canned_for(&account)
-            .map(|(site, shortcut, text)| json!({"site": site, "shortcut": shortcut, "text": text}))
-            .collect();
-        let welcome = wire::frame(&json!({
-            "type": "welcome",
-            "agent": account,
-            "queue": queue,
-            "conversations": held,
-            "canned": canned,
-        }));
+        let welcome = self.welcome_frame(&account);
         self.send_sub(sub, welcome);
         if account.role >= Role::Supervisor {
             let list = self.agents_frame(&account);
@@ -472,6 +516,33 @@ impl Desk {
         }
         self.broadcast_agents();
         self.queue_changed(now);
+    }
+
+    /// The `welcome` frame of an agent who just connected.
+    fn welcome_frame(&self, account: &directory::Account) -> Bytes {
+        let queue = self.queue_cards(|site| account.serves(site));
+        let held: Vec<LiveCard<'_>> = self
+            .convs
+            .iter()
+            .filter(|(_, c)| c.held == Some(account.id))
+            .map(|(k, c)| self.card(k, c, None))
+            .collect();
+        let canned: Vec<Canned<'_>> = self
+            .dir
+            .canned_for(account)
+            .map(|(site, shortcut, text)| Canned {
+                site,
+                shortcut,
+                text,
+            })
+            .collect();
+        ToAgent::Welcome {
+            agent: account,
+            queue: &queue,
+            conversations: &held,
+            canned: &canned,
+        }
+        .to_bytes()
     }
 
     /// An agent socket closed.
@@ -518,9 +589,7 @@ impl Desk {
     pub fn tick(&mut self, now: Instant) {
         let mut changed = false;
         for o in self.router.expire_offers(now) {
-            let msg = wire::frame(&json!({
-                "type": "unassigned", "conversation": conv_name(&o.conv), "reason": "timeout",
-            }));
+            let msg = unassigned(&conv_name(&o.conv), UnassignedReason::Timeout);
             self.send_agent(o.agent, msg);
             changed = true;
         }
@@ -540,7 +609,7 @@ impl Desk {
             .collect();
         for agent in lost {
             self.gone.remove(&agent);
-            self.requeue_held(agent, "disconnected");
+            self.requeue_held(agent, UnassignedReason::Disconnected);
             changed = true;
         }
         if changed {
@@ -551,12 +620,8 @@ impl Desk {
     }
 
     /// Puts every conversation `agent` holds back in line, keeping its place.
-    fn requeue_held(&mut self, agent: AgentId, reason: &str) {
-        let name = self
-            .dir
-            .get(agent)
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+    fn requeue_held(&mut self, agent: AgentId, reason: UnassignedReason) {
+        let name = self.agent_name(agent);
         let held: Vec<ConversationId> = self
             .convs
             .iter()
@@ -582,265 +647,272 @@ impl Desk {
             );
             self.router.enqueue(w);
             self.tell_session(key, SessionEvent::Left { name: name.clone() });
-            let msg = wire::frame(&json!({
-                "type": "unassigned", "conversation": conv_name(&conv), "reason": reason,
-            }));
-            self.send_agent(agent, msg);
+            self.send_agent(agent, unassigned(&conv_name(&conv), reason));
         }
     }
 
     // ---- agent frames ---------------------------------------------------
 
-    /// A frame from an agent's socket.
+    /// A frame from an agent's socket: parsed, then handed to the `on_*` of
+    /// its type. A refusal is answered on this socket with an `error` frame
+    /// naming the frame's conversation.
     pub fn on_agent_frame(&mut self, agent: AgentId, sub: SubId, text: &[u8], now: Instant) {
         let msg = match wire::parse(text) {
             Ok(m) => m,
-            Err((code, message)) => {
-                self.send_sub(sub, wire::error(code, &message, None, None));
+            Err(e) => {
+                self.send_sub(sub, e.frame(None));
                 return;
             }
         };
-        let Some(account) = self.dir.get(agent).cloned() else {
+        if self.dir.get(agent).is_none() {
             self.out.push(DeskOut::Close { sub });
             return;
-        };
-        let err =
-            |code: &str, message: &str, conv: &str| wire::error(code, message, Some(conv), None);
-        let lookup = |name: &str| ConversationId::parse(name);
-        match msg {
+        }
+        let result = match &msg {
             // `wire::parse` answers unknown types itself.
-            AgentMsg::Unknown => {}
+            AgentMsg::Unknown => Ok(()),
             AgentMsg::Ping { id } => {
-                self.send_sub(sub, wire::frame(&json!({"type": "pong", "id": id})))
+                self.on_ping(sub, id);
+                Ok(())
             }
             AgentMsg::Status { available } => {
-                self.router.set_available(agent, available);
-                self.broadcast_agents();
-                self.queue_changed(now);
+                self.on_status(agent, *available, now);
+                Ok(())
             }
-            AgentMsg::Take { conversation } => {
-                let Some(conv) = lookup(&conversation) else {
-                    self.send_sub(sub, err("not_found", "no such conversation", &conversation));
-                    return;
-                };
-                match self.router.take(&conv, agent) {
-                    Ok(_) => {
-                        self.assign(conv, agent);
-                        self.queue_changed(now);
-                    }
-                    Err(e) => {
-                        let code = match e {
-                            routing::TakeError::WrongSite => "forbidden",
-                            routing::TakeError::NotWaiting if !self.convs.contains_key(&conv) => {
-                                "not_found"
-                            }
-                            _ => "conflict",
-                        };
-                        self.send_sub(sub, err(code, &e.to_string(), &conversation));
-                    }
-                }
-            }
-            AgentMsg::Decline { conversation } => {
-                let Some(conv) = lookup(&conversation) else {
-                    self.send_sub(sub, err("not_found", "no such conversation", &conversation));
-                    return;
-                };
-                if self.router.decline(&conv, agent) {
-                    self.queue_changed(now);
-                }
-            }
-            AgentMsg::Open { conversation } => match lookup(&conversation) {
-                Some(conv) => self.out.push(DeskOut::ReadTranscript {
-                    conv,
-                    purpose: ReadPurpose::Open { agent, sub },
-                }),
-                None => self.send_sub(sub, err("not_found", "no such conversation", &conversation)),
-            },
+            AgentMsg::Take { conversation } => self.on_take(agent, conversation, now),
+            AgentMsg::Decline { conversation } => self.on_decline(agent, conversation, now),
+            AgentMsg::Open { conversation } => self.on_open(agent, sub, conversation),
             AgentMsg::Message {
                 conversation,
                 id,
                 text,
-            } => {
-                if id.is_empty() || id.len() > 64 {
-                    self.send_sub(
-                        sub,
-                        err("bad_request", "id must be 1 to 64 bytes", &conversation),
-                    );
-                    return;
-                }
-                if text.trim().is_empty() {
-                    self.send_sub(
-                        sub,
-                        err("bad_request", "text must not be empty", &conversation),
-                    );
-                    return;
-                }
-                if text.len() > self.cfg.max_text_bytes {
-                    let m = format!("text is over {} bytes", self.cfg.max_text_bytes);
-                    self.send_sub(
-                        sub,
-                        wire::error("too_large", &m, Some(&conversation), Some(&id)),
-                    );
-                    return;
-                }
-                match self.held_by(&conversation, agent) {
-                    Ok((conv, key)) => self.tell_session(
-                        key,
-                        SessionEvent::AgentMessage {
-                            conv,
-                            agent,
-                            name: account.name.clone(),
-                            id,
-                            text,
-                        },
-                    ),
-                    Err((code, m)) => {
-                        self.send_sub(sub, wire::error(code, m, Some(&conversation), Some(&id)))
-                    }
-                }
-            }
+            } => self.on_message(agent, conversation, id, text),
             AgentMsg::Typing { conversation } => {
-                if let Ok((_, key)) = self.held_by(&conversation, agent) {
-                    self.tell_session(
-                        key,
-                        SessionEvent::AgentTyping {
-                            name: account.name.clone(),
-                        },
-                    );
-                }
+                self.on_typing(agent, conversation);
+                Ok(())
             }
-            AgentMsg::Release { conversation } => match self.held_by(&conversation, agent) {
-                Ok((conv, key)) => {
-                    self.router.release(agent);
-                    self.convs.remove(&conv);
-                    self.tell_session(
-                        key,
-                        SessionEvent::Left {
-                            name: account.name.clone(),
-                        },
-                    );
-                    let m = wire::frame(
-                        &json!({"type": "unassigned", "conversation": conversation, "reason": "released"}),
-                    );
-                    self.send_agent(agent, m);
-                    self.queue_changed(now);
-                }
-                Err((code, m)) => self.send_sub(sub, err(code, m, &conversation)),
-            },
-            AgentMsg::Resolve { conversation } => {
-                let holder = lookup(&conversation)
-                    .and_then(|c| self.convs.get(&c).map(|x| (c, x.held, x.site.clone())));
-                let allowed = match &holder {
-                    Some((_, Some(h), _)) if *h == agent => true,
-                    Some((_, _, site)) => {
-                        self.dir.may(Caller::Agent(agent), site, Role::Supervisor)
-                    }
-                    None => false,
-                };
-                match holder {
-                    Some((conv, held, _)) if allowed => {
-                        if let Some(h) = held {
-                            self.router.release(h);
-                        } else {
-                            self.router.dequeue(&conv);
-                        }
-                        if let Some(c) = self.convs.remove(&conv) {
-                            self.tell_session(c.key, SessionEvent::End { reason: "resolved" });
-                        }
-                        let m = wire::frame(
-                            &json!({"type": "ended", "conversation": conversation, "reason": "resolved"}),
-                        );
-                        if let Some(h) = held {
-                            self.send_agent(h, m.clone());
-                        }
-                        if held != Some(agent) {
-                            self.send_sub(sub, m);
-                        }
-                        self.queue_changed(now);
-                    }
-                    Some(_) => self.send_sub(
-                        sub,
-                        err(
-                            "forbidden",
-                            "you do not hold this conversation",
-                            &conversation,
-                        ),
-                    ),
-                    None => self.send_sub(
-                        sub,
-                        err(
-                            "not_found",
-                            "no such conversation in the desk",
-                            &conversation,
-                        ),
-                    ),
-                }
-            }
+            AgentMsg::Release { conversation } => self.on_release(agent, conversation, now),
+            AgentMsg::Resolve { conversation } => self.on_resolve(agent, sub, conversation, now),
             AgentMsg::Transfer { conversation, to } => {
-                let Some(conv) = lookup(&conversation) else {
-                    self.send_sub(sub, err("not_found", "no such conversation", &conversation));
-                    return;
-                };
-                let Some(c) = self.convs.get(&conv).cloned() else {
-                    self.send_sub(
-                        sub,
-                        err(
-                            "not_found",
-                            "no such conversation in the desk",
-                            &conversation,
-                        ),
-                    );
-                    return;
-                };
-                if !self
-                    .dir
-                    .may(Caller::Agent(agent), &c.site, Role::Supervisor)
-                {
-                    self.send_sub(
-                        sub,
-                        err(
-                            "forbidden",
-                            "only supervisors and admins transfer conversations",
-                            &conversation,
-                        ),
-                    );
-                    return;
+                self.on_transfer(agent, conversation, *to, now)
+            }
+        };
+        if let Err(e) = result {
+            self.send_sub(sub, e.frame(msg.conversation()));
+        }
+    }
+
+    /// `ping`: a `pong` with its id.
+    fn on_ping(&mut self, sub: SubId, id: &str) {
+        self.send_sub(sub, ToAgent::Pong { id }.to_bytes());
+    }
+
+    /// `status`: away agents get no new offers (and lose the open ones).
+    fn on_status(&mut self, agent: AgentId, available: bool, now: Instant) {
+        self.router.set_available(agent, available);
+        self.broadcast_agents();
+        self.queue_changed(now);
+    }
+
+    /// `take`: a waiting conversation of the agent's sites, theirs now if
+    /// routing allows (not offered to someone else, under their capacity).
+    fn on_take(
+        &mut self,
+        agent: AgentId,
+        conversation: &str,
+        now: Instant,
+    ) -> Result<(), DeskError> {
+        let conv = lookup(conversation)?;
+        if let Err(e) = self.router.take(&conv, agent) {
+            let code = match e {
+                routing::TakeError::WrongSite => AgentErrorCode::Forbidden,
+                routing::TakeError::NotWaiting if !self.convs.contains_key(&conv) => {
+                    AgentErrorCode::NotFound
                 }
-                let Some(target) = self.dir.get(to).cloned() else {
-                    self.send_sub(sub, err("not_found", "no such agent", &conversation));
-                    return;
-                };
-                if !target.serves(&c.site) {
-                    self.send_sub(
-                        sub,
-                        err(
-                            "forbidden",
-                            "that agent does not serve this conversation's site",
-                            &conversation,
-                        ),
-                    );
-                    return;
-                }
-                if c.held == Some(to) {
-                    return;
-                }
-                match c.held {
-                    Some(old) => {
-                        self.router.release(old);
-                        let m = wire::frame(
-                            &json!({"type": "unassigned", "conversation": conversation, "reason": "transferred"}),
-                        );
-                        self.send_agent(old, m);
-                    }
-                    None => {
-                        self.router.dequeue(&conv);
-                    }
-                }
-                self.router.hold(to);
-                self.assign(conv, to);
-                self.queue_changed(now);
+                _ => AgentErrorCode::Conflict,
+            };
+            return Err(DeskError::new(code, e.to_string()));
+        }
+        self.assign(conv, agent);
+        self.queue_changed(now);
+        Ok(())
+    }
+
+    /// `decline`: the offer goes to the next agent.
+    fn on_decline(
+        &mut self,
+        agent: AgentId,
+        conversation: &str,
+        now: Instant,
+    ) -> Result<(), DeskError> {
+        let conv = lookup(conversation)?;
+        if self.router.decline(&conv, agent) {
+            self.queue_changed(now);
+        }
+        Ok(())
+    }
+
+    /// `open`: the transcript is read; who may see it is decided when it
+    /// comes back ([`Desk::on_transcript`]).
+    fn on_open(&mut self, agent: AgentId, sub: SubId, conversation: &str) -> Result<(), DeskError> {
+        let conv = lookup(conversation)?;
+        self.out.push(DeskOut::ReadTranscript {
+            conv,
+            purpose: ReadPurpose::Open { agent, sub },
+        });
+        Ok(())
+    }
+
+    /// `message`: to the visitor's session, which stores it and answers with
+    /// [`VisitorEvent::AgentMessageStored`] (the agent's `ack`).
+    fn on_message(
+        &mut self,
+        agent: AgentId,
+        conversation: &str,
+        id: &str,
+        text: &str,
+    ) -> Result<(), DeskError> {
+        if id.is_empty() || id.len() > 64 {
+            return Err(DeskError::bad_request("id must be 1 to 64 bytes"));
+        }
+        if text.trim().is_empty() {
+            return Err(DeskError::bad_request("text must not be empty"));
+        }
+        if text.len() > self.cfg.max_text_bytes {
+            let m = format!("text is over {} bytes", self.cfg.max_text_bytes);
+            return Err(DeskError::new(AgentErrorCode::TooLarge, m).with_id(id));
+        }
+        let (conv, key) = self
+            .held_by(conversation, agent)
+            .map_err(|e| e.with_id(id))?;
+        let name = self.agent_name(agent);
+        self.tell_session(
+            key,
+            SessionEvent::AgentMessage {
+                conv,
+                agent,
+                name,
+                id: id.to_string(),
+                text: text.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// `typing`: shown to the visitor when the agent holds the conversation,
+    /// dropped without a word otherwise (it is only a hint).
+    fn on_typing(&mut self, agent: AgentId, conversation: &str) {
+        if let Ok((_, key)) = self.held_by(conversation, agent) {
+            let name = self.agent_name(agent);
+            self.tell_session(key, SessionEvent::AgentTyping { name });
+        }
+    }
+
+    /// `release`: the AI answers the conversation again.
+    fn on_release(
+        &mut self,
+        agent: AgentId,
+        conversation: &str,
+        now: Instant,
+    ) -> Result<(), DeskError> {
+        let (conv, key) = self.held_by(conversation, agent)?;
+        self.router.release(agent);
+        self.convs.remove(&conv);
+        let name = self.agent_name(agent);
+        self.tell_session(key, SessionEvent::Left { name });
+        self.send_agent(agent, unassigned(conversation, UnassignedReason::Released));
+        self.queue_changed(now);
+        Ok(())
+    }
+
+    /// `resolve`: by the agent holding the conversation, or by a supervisor
+    /// of its site (held or still in line), who is told on this socket.
+    fn on_resolve(
+        &mut self,
+        agent: AgentId,
+        sub: SubId,
+        conversation: &str,
+        now: Instant,
+    ) -> Result<(), DeskError> {
+        let Some((conv, c)) =
+            ConversationId::parse(conversation).and_then(|id| self.convs.get(&id).map(|c| (id, c)))
+        else {
+            return Err(not_in_desk());
+        };
+        let held = c.held;
+        if held != Some(agent)
+            && !self
+                .dir
+                .may(Caller::Agent(agent), &c.site, Role::Supervisor)
+        {
+            return Err(not_yours());
+        }
+        if let Some(h) = held {
+            self.router.release(h);
+        } else {
+            self.router.dequeue(&conv);
+        }
+        if let Some(c) = self.convs.remove(&conv) {
+            self.tell_session(c.key, SessionEvent::End { reason: "resolved" });
+        }
+        let m = ToAgent::Ended {
+            conversation,
+            reason: "resolved",
+        }
+        .to_bytes();
+        if let Some(h) = held {
+            self.send_agent(h, m.clone());
+        }
+        if held != Some(agent) {
+            self.send_sub(sub, m);
+        }
+        self.queue_changed(now);
+        Ok(())
+    }
+
+    /// `transfer`: a supervisor of the conversation's site gives it (held or
+    /// in line) to an agent of that site.
+    fn on_transfer(
+        &mut self,
+        agent: AgentId,
+        conversation: &str,
+        to: AgentId,
+        now: Instant,
+    ) -> Result<(), DeskError> {
+        let conv = lookup(conversation)?;
+        let Some(c) = self.convs.get(&conv) else {
+            return Err(not_in_desk());
+        };
+        if !self
+            .dir
+            .may(Caller::Agent(agent), &c.site, Role::Supervisor)
+        {
+            return Err(DeskError::forbidden(
+                "only supervisors and admins transfer conversations",
+            ));
+        }
+        let Some(target) = self.dir.get(to) else {
+            return Err(DeskError::not_found("no such agent"));
+        };
+        if !target.serves(&c.site) {
+            return Err(DeskError::forbidden(
+                "that agent does not serve this conversation's site",
+            ));
+        }
+        match c.held {
+            Some(old) if old == to => return Ok(()),
+            Some(old) => {
+                self.router.release(old);
+                self.send_agent(old, unassigned(conversation, UnassignedReason::Transferred));
+            }
+            None => {
+                self.router.dequeue(&conv);
             }
         }
+        self.router.hold(to);
+        self.assign(conv, to);
+        self.queue_changed(now);
+        Ok(())
     }
 
     /// The conversation `name` if `agent` holds it, with its session.
@@ -848,22 +920,18 @@ impl Desk {
         &self,
         name: &str,
         agent: AgentId,
-    ) -> Result<(ConversationId, SessionKey), (&'static str, &'static str)> {
-        let conv = ConversationId::parse(name).ok_or(("not_found", "no such conversation"))?;
+    ) -> Result<(ConversationId, SessionKey), DeskError> {
+        let conv = lookup(name)?;
         match self.convs.get(&conv) {
             Some(c) if c.held == Some(agent) => Ok((conv, c.key)),
-            Some(_) => Err(("forbidden", "you do not hold this conversation")),
-            None => Err(("not_found", "no such conversation in the desk")),
+            Some(_) => Err(not_yours()),
+            None => Err(not_in_desk()),
         }
     }
 
     /// `agent` now holds `conv` (the router already counts it).
     fn assign(&mut self, conv: ConversationId, agent: AgentId) {
-        let name = self
-            .dir
-            .get(agent)
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
+        let name = self.agent_name(agent);
         let Some(c) = self.convs.get_mut(&conv) else {
             return;
         };
@@ -896,58 +964,42 @@ impl Desk {
                 return;
             }
         };
-        let site = t.conversation.site.clone();
+        let site = t.conversation.site.as_str();
         let (items, offline) = wire::transcript_parts(&t);
-        let mut card = match self.convs.get(&conv) {
-            Some(c) => self.card(&conv, c, None),
-            None => json!({
-                "conversation": name,
-                "site": site,
-                "state": if t.conversation.ended.is_some() { "ended" } else { "idle" },
-                "reason": t.conversation.needs_human.as_ref().map(|m| m.reason.clone()),
-                "lang": t.conversation.page.lang,
-                "page": t.conversation.page.page,
-                "referrer": t.conversation.page.referrer,
-                "waiting_since_ms": t.conversation.started_ms,
-            }),
+        let card = match self.convs.get(&conv) {
+            Some(c) => Card::Live(self.card(&conv, c, None)),
+            None => Card::Stored(stored_card(&t)),
         };
-        card["offline"] = json!(offline);
+        let full = FullCard {
+            card,
+            items: &items,
+            offline: &offline,
+        };
         match purpose {
             ReadPurpose::Assigned { agent } => {
                 if self.convs.get(&conv).and_then(|c| c.held) != Some(agent) {
                     return; // moved on meanwhile
                 }
-                card["type"] = json!("assigned");
-                card["items"] = json!(items);
-                self.send_agent(agent, wire::frame(&card));
+                let msg = ToAgent::Assigned(&full).to_bytes();
+                self.send_agent(agent, msg);
             }
             ReadPurpose::Open { agent, sub } => {
                 let c = self.convs.get(&conv);
                 let allowed = c.is_some_and(|c| c.held == Some(agent))
                     || (c.is_some_and(|c| c.held.is_none())
-                        && self.dir.may(Caller::Agent(agent), &site, Role::Agent))
-                    || self.dir.may(Caller::Agent(agent), &site, Role::Supervisor);
-                if !allowed {
-                    self.send_sub(
-                        sub,
-                        wire::error(
-                            "forbidden",
-                            "not a conversation you may read",
-                            Some(&name),
-                            None,
-                        ),
-                    );
-                    return;
-                }
-                card["type"] = json!("transcript");
-                card["items"] = json!(items);
-                self.send_sub(sub, wire::frame(&card));
+                        && self.dir.may(Caller::Agent(agent), site, Role::Agent))
+                    || self.dir.may(Caller::Agent(agent), site, Role::Supervisor);
+                let msg = if allowed {
+                    ToAgent::Transcript(&full).to_bytes()
+                } else {
+                    DeskError::forbidden("not a conversation you may read").frame(Some(&name))
+                };
+                self.send_sub(sub, msg);
             }
             ReadPurpose::Http { caller, sub } => {
                 let held_by_caller = matches!(caller, Caller::Agent(a) if self.convs.get(&conv).and_then(|c| c.held) == Some(a));
-                let resp = if held_by_caller || self.dir.may(caller, &site, Role::Supervisor) {
-                    card["items"] = json!(items);
-                    crate::http::response::json(http::StatusCode::OK, &card)
+                let resp = if held_by_caller || self.dir.may(caller, site, Role::Supervisor) {
+                    crate::http::response::json(http::StatusCode::OK, &wire::Sorted(&full))
                 } else {
                     api::forbidden("this conversation belongs to a site you do not supervise")
                 };
@@ -956,16 +1008,16 @@ impl Desk {
         }
     }
 
-    fn answer_read(&mut self, purpose: ReadPurpose, name: &str, status: u16, msg: &str) {
+    fn answer_read(&mut self, purpose: ReadPurpose, name: &str, status: u16, msg: &'static str) {
         match purpose {
             ReadPurpose::Assigned { .. } => {}
             ReadPurpose::Open { sub, .. } => {
                 let code = if status == 404 {
-                    "not_found"
+                    AgentErrorCode::NotFound
                 } else {
-                    "internal"
+                    AgentErrorCode::Internal
                 };
-                self.send_sub(sub, wire::error(code, msg, Some(name), None));
+                self.send_sub(sub, DeskError::new(code, msg).frame(Some(name)));
             }
             ReadPurpose::Http { sub, .. } => {
                 let st = http::StatusCode::from_u16(status)
@@ -1012,14 +1064,16 @@ impl Desk {
             let Some(c) = self.convs.get(&o.conv) else {
                 continue;
             };
-            let mut card = self.card(&o.conv, c, None);
-            card["type"] = json!("offer");
-            card["expires_in_ms"] = json!(self.cfg.offer_timeout.as_millis() as u64);
-            self.send_agent(o.agent, wire::frame(&card));
+            let msg = ToAgent::Offer {
+                card: &self.card(&o.conv, c, None),
+                expires_in_ms: self.cfg.offer_timeout.as_millis() as u64,
+            }
+            .to_bytes();
+            self.send_agent(o.agent, msg);
         }
     }
 
-    fn queue_cards(&self, serves: impl Fn(&str) -> bool) -> Vec<Value> {
+    fn queue_cards(&self, serves: impl Fn(&str) -> bool) -> Vec<LiveCard<'_>> {
         self.router
             .positions()
             .into_iter()
@@ -1034,13 +1088,13 @@ impl Desk {
     /// are rendered once, however many agents see them.
     fn broadcast_queue(&mut self, positions: &[(ConversationId, u32)]) {
         // Per site: how many wait, and the first cards rendered once.
-        let mut per_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+        let mut per_site = SiteCards::new();
         for &(conv, pos) in positions {
             if let Some(c) = self.convs.get(&conv) {
                 let (n, cards) = per_site.entry(c.site.clone()).or_default();
                 *n += 1;
                 if cards.len() < QUEUE_FRAME_CARDS {
-                    cards.push(self.card(&conv, c, Some(pos)).to_string());
+                    cards.push(wire::render_card(&self.card(&conv, c, Some(pos))));
                 }
             }
         }
@@ -1065,7 +1119,7 @@ impl Desk {
     }
 
     fn agents_frame(&self, viewer: &directory::Account) -> Bytes {
-        let items: Vec<Value> = self
+        let items: Vec<AgentRow<'_>> = self
             .dir
             .all()
             .filter(|a| {
@@ -1073,13 +1127,17 @@ impl Desk {
             })
             .map(|a| {
                 let (load, capacity) = self.router.load_of(a.id).unwrap_or((0, a.capacity));
-                json!({
-                    "id": a.id, "name": a.name, "online": self.socks.contains_key(&a.id),
-                    "available": self.router.is_available(a.id), "load": load, "capacity": capacity,
-                })
+                AgentRow {
+                    id: a.id,
+                    name: &a.name,
+                    online: self.socks.contains_key(&a.id),
+                    available: self.router.is_available(a.id),
+                    load,
+                    capacity,
+                }
             })
             .collect();
-        wire::frame(&json!({"type": "agents", "items": items}))
+        ToAgent::Agents { items: &items }.to_bytes()
     }
 
     fn broadcast_agents(&mut self) {
@@ -1108,7 +1166,7 @@ impl Desk {
 
     /// An account was removed: its sockets close, what it held goes back in line.
     pub fn account_removed(&mut self, id: AgentId, now: Instant) {
-        self.requeue_held(id, "disconnected");
+        self.requeue_held(id, UnassignedReason::Disconnected);
         self.router.remove_agent(id);
         for sub in self.socks.remove(&id).unwrap_or_default() {
             self.out.push(DeskOut::Close { sub });

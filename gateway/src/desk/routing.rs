@@ -503,9 +503,12 @@ mod tests {
         ConversationId::from_bytes([n; 12])
     }
 
-    fn agent(id: AgentId, langs: &[&str], skills: &[&str], cap: u32) -> Profile {
+    const A1: AgentId = AgentId::new(1);
+    const A2: AgentId = AgentId::new(2);
+
+    fn agent(id: u64, langs: &[&str], skills: &[&str], cap: u32) -> Profile {
         Profile {
-            id,
+            id: AgentId::new(id),
             languages: langs.iter().map(|s| s.to_string()).collect(),
             skills: skills.iter().map(|s| s.to_string()).collect(),
             capacity: cap,
@@ -545,7 +548,7 @@ mod tests {
         r.enqueue(waiting(1, Some("fr-CA"), Some("billing"), t0));
         let o = r.dispatch(t0, TTL);
         assert_eq!(o.len(), 1);
-        assert_eq!(o[0].agent, 2, "the French speaker wins over the skill");
+        assert_eq!(o[0].agent, A2, "the French speaker wins over the skill");
     }
 
     #[test]
@@ -556,16 +559,16 @@ mod tests {
             agent(2, &["en"], &["billing"], 4),
         ]);
         r.enqueue(waiting(1, Some("en"), Some("billing"), t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 2);
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A2);
     }
 
     #[test]
     fn least_loaded_comes_third() {
         let t0 = Instant::now();
         let mut r = router(vec![agent(1, &["en"], &[], 4), agent(2, &["en"], &[], 4)]);
-        r.hold(1);
+        r.hold(A1);
         r.enqueue(waiting(1, Some("en"), None, t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 2);
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A2);
     }
 
     #[test]
@@ -574,12 +577,12 @@ mod tests {
         let mut r = router(vec![agent(1, &["en"], &[], 4), agent(2, &["en"], &[], 4)]);
         // Never busy, equal load: lowest id.
         r.enqueue(waiting(1, None, None, t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 1);
-        r.take(&conv(1), 1).unwrap();
-        r.release(1);
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A1);
+        r.take(&conv(1), A1).unwrap();
+        r.release(A1);
         // Equal load again; agent 2 has been idle longer.
         r.enqueue(waiting(2, None, None, t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 2);
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A2);
     }
 
     #[test]
@@ -595,12 +598,12 @@ mod tests {
             vec![1, 2],
             "offers count toward capacity; the third waits"
         );
-        assert_eq!(r.load_of(1), Some((2, 2)));
-        r.take(&conv(1), 1).unwrap();
-        r.take(&conv(2), 1).unwrap();
+        assert_eq!(r.load_of(A1), Some((2, 2)));
+        r.take(&conv(1), A1).unwrap();
+        r.take(&conv(2), A1).unwrap();
         assert!(r.dispatch(t0, TTL).is_empty());
-        assert_eq!(r.take(&conv(3), 1), Err(TakeError::AtCapacity));
-        r.release(1);
+        assert_eq!(r.take(&conv(3), A1), Err(TakeError::AtCapacity));
+        r.release(A1);
         assert_eq!(r.dispatch(t0, TTL)[0].conv, conv(3));
     }
 
@@ -616,13 +619,13 @@ mod tests {
             o[0],
             Offer {
                 conv: conv(1),
-                agent: 1,
+                agent: A1,
                 until: t0 + TTL
             }
         );
         assert_eq!(o[1].conv, conv(2));
         assert_eq!(
-            o[1].agent, 2,
+            o[1].agent, A2,
             "the German speaker is busy with the older one"
         );
     }
@@ -646,13 +649,13 @@ mod tests {
     fn offline_and_away_agents_get_nothing_and_lose_their_offers() {
         let t0 = Instant::now();
         let mut r = router(vec![agent(1, &["en"], &[], 4), agent(2, &["en"], &[], 4)]);
-        r.set_available(1, false);
+        r.set_available(A1, false);
         r.enqueue(waiting(1, None, None, t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 2);
-        assert_eq!(r.set_online(2, false), vec![conv(1)]);
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A2);
+        assert_eq!(r.set_online(A2, false), vec![conv(1)]);
         assert!(r.dispatch(t0, TTL).is_empty(), "nobody left to offer to");
-        assert_eq!(r.set_available(1, true), Vec::<ConversationId>::new());
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 1);
+        assert_eq!(r.set_available(A1, true), Vec::<ConversationId>::new());
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A1);
     }
 
     #[test]
@@ -660,23 +663,23 @@ mod tests {
         let t0 = Instant::now();
         let mut r = router(vec![agent(1, &["en"], &[], 4), agent(2, &["en"], &[], 4)]);
         r.enqueue(waiting(1, None, None, t0));
-        assert_eq!(r.dispatch(t0, TTL)[0].agent, 1);
-        assert!(r.decline(&conv(1), 1));
-        assert!(!r.decline(&conv(1), 1), "no second decline");
+        assert_eq!(r.dispatch(t0, TTL)[0].agent, A1);
+        assert!(r.decline(&conv(1), A1));
+        assert!(!r.decline(&conv(1), A1), "no second decline");
         let o = r.dispatch(t0, TTL);
-        assert_eq!(o[0].agent, 2);
+        assert_eq!(o[0].agent, A2);
         assert_eq!(r.next_offer_deadline(), Some(t0 + TTL));
         assert!(r
             .expire_offers(t0 + TTL - Duration::from_millis(1))
             .is_empty());
         let lapsed = r.expire_offers(t0 + TTL);
         assert_eq!(lapsed.len(), 1);
-        assert_eq!(lapsed[0].agent, 2);
+        assert_eq!(lapsed[0].agent, A2);
         assert!(r.dispatch(t0, TTL).is_empty(), "both declined");
-        assert_eq!(r.load_of(1), Some((0, 4)));
-        assert_eq!(r.load_of(2), Some((0, 4)));
+        assert_eq!(r.load_of(A1), Some((0, 4)));
+        assert_eq!(r.load_of(A2), Some((0, 4)));
         // A declining agent may still take it by hand.
-        assert!(r.take(&conv(1), 1).is_ok());
+        assert!(r.take(&conv(1), A1).is_ok());
     }
 
     #[test]
@@ -686,15 +689,18 @@ mod tests {
         let mut other = waiting(9, None, None, t0);
         other.site = "elsewhere".into();
         r.enqueue(other);
-        assert_eq!(r.take(&conv(9), 1), Err(TakeError::WrongSite));
+        assert_eq!(r.take(&conv(9), A1), Err(TakeError::WrongSite));
         r.enqueue(waiting(1, None, None, t0));
         r.dispatch(t0, TTL);
-        assert_eq!(r.offered_to(&conv(1)), Some(1));
-        assert_eq!(r.take(&conv(1), 2), Err(TakeError::OfferedToOther));
-        assert_eq!(r.take(&conv(1), 7), Err(TakeError::UnknownAgent));
-        assert!(r.take(&conv(1), 1).is_ok());
-        assert_eq!(r.take(&conv(1), 1), Err(TakeError::NotWaiting));
-        assert_eq!(r.load_of(1), Some((1, 4)));
+        assert_eq!(r.offered_to(&conv(1)), Some(A1));
+        assert_eq!(r.take(&conv(1), A2), Err(TakeError::OfferedToOther));
+        assert_eq!(
+            r.take(&conv(1), AgentId::new(7)),
+            Err(TakeError::UnknownAgent)
+        );
+        assert!(r.take(&conv(1), A1).is_ok());
+        assert_eq!(r.take(&conv(1), A1), Err(TakeError::NotWaiting));
+        assert_eq!(r.load_of(A1), Some((1, 4)));
     }
 
     #[test]
@@ -736,12 +742,12 @@ mod tests {
         let mut r = router(vec![agent(1, &["en"], &[], 1)]);
         r.enqueue(waiting(1, None, None, t0));
         r.dispatch(t0, TTL);
-        assert_eq!(r.load_of(1), Some((1, 1)));
+        assert_eq!(r.load_of(A1), Some((1, 1)));
         assert!(r.dequeue(&conv(1)).is_some());
-        assert_eq!(r.load_of(1), Some((0, 1)));
+        assert_eq!(r.load_of(A1), Some((0, 1)));
         r.enqueue(waiting(2, None, None, t0));
         r.dispatch(t0, TTL);
-        assert_eq!(r.remove_agent(1), vec![conv(2)]);
+        assert_eq!(r.remove_agent(A1), vec![conv(2)]);
         assert!(r.is_waiting(&conv(2)));
     }
 

@@ -160,7 +160,7 @@ impl Worker {
     pub(crate) fn on_agent_upgrade(
         self: &Rc<Self>,
         sub: SubId,
-        result: Result<u64, Response<Body>>,
+        result: Result<crate::ids::AgentId, Response<Body>>,
     ) {
         let Some(slot) = self.slot_of(sub) else {
             return;

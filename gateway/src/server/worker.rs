@@ -107,7 +107,7 @@ pub(crate) enum WorkerMsg {
     /// The agent desk's answer to an `/agent/ws` upgrade.
     AgentUpgrade {
         sub: SubId,
-        result: Result<u64, http::Response<crate::http::response::Body>>,
+        result: Result<crate::ids::AgentId, http::Response<crate::http::response::Body>>,
     },
     /// Close an agent socket (its account was removed).
     CloseAgent { sub: SubId },

@@ -30,7 +30,7 @@ use crate::chat::client::{ClientError, ClientMsg, Hello};
 use crate::chat::server::{AgentEvent, Author, Handoff, Item, ServerMsg, Source, Streaming};
 use crate::chat::ErrorCode;
 use crate::handoff::{SessionEvent, VisitorEvent};
-use crate::ids::{ConversationId, SessionKey, SubId};
+use crate::ids::{AgentId, ConversationId, SessionKey, SubId};
 use inference_client::{Admitted, Ask, Busy};
 use log::{PollLog, Since};
 use prompt::PromptMessage;
@@ -324,7 +324,7 @@ enum AfterCommit {
     /// An agent's message is stored: show it to the visitor, tell the desk.
     AgentMessage {
         msg: Bytes,
-        agent: u64,
+        agent: AgentId,
         id: String,
         seq: u64,
     },
@@ -647,12 +647,7 @@ impl Session {
                 self.ask_for_person(reason, None, out);
             }
             ClientMsg::LeaveMessage { email, text } => {
-                let msg = ServerMsg::Agent {
-                    event: AgentEvent::MessageLeft,
-                    position: None,
-                    name: None,
-                }
-                .to_bytes();
+                let msg = agent_event(AgentEvent::MessageLeft, None, None);
                 self.commit(
                     vec![Record::Offline { email, text }],
                     AfterCommit::Broadcast(msg),
@@ -689,6 +684,10 @@ impl Session {
         self.wake_poller(out);
     }
 
+    /// A visitor's message: stored, then acknowledged (on commit), then
+    /// answered by the AI, handed to a person, or passed to the one holding
+    /// the conversation. A resend is acknowledged again; a message over the
+    /// rate or refused by admission is not stored.
     fn on_message(
         &mut self,
         from: Origin,
@@ -698,50 +697,13 @@ impl Session {
         s: &Settings<'_>,
         out: &mut Vec<Out>,
     ) {
-        if let Some(a) = self.t.as_ref().and_then(|t| t.acked.get(&id)).copied() {
-            // A resend after a lost ack: the same ack again, nothing done twice.
-            // Not yet committed: the ack is on its way to every socket anyway.
-            if a.committed {
-                let ack = ServerMsg::Ack {
-                    id: &id,
-                    seq: a.seq,
-                }
-                .to_bytes();
-                self.direct(from, ack, s, out);
-            }
-            return;
-        }
-        let bucket = self
-            .transcript()
-            .bucket
-            .get_or_insert_with(|| TokenBucket::new(s.message_rate, now.mono));
-        if let Err(wait) = bucket.take(s.message_rate, now.mono) {
-            let ms = wait.as_millis().max(1) as u64;
-            let msg = format!(
-                "more than {} messages per second; resend after retry_after_ms",
-                s.message_rate.per_sec
-            );
-            self.refuse(from, ErrorCode::RateLimited, &msg, &id, ms, s, out);
+        if self.answer_resend(from, &id, s, out) || !self.within_rate(from, &id, now, s, out) {
             return;
         }
         if self.t.as_ref().is_some_and(|t| t.ended) {
             self.reopen(out);
         }
-        // While a person is asked for or holds the conversation, the AI is
-        // silent; a visitor asking for one in so many words, or a site rule,
-        // hands this very message to a person.
-        let paused = self.t.as_ref().is_some_and(|t| t.human != Human::None);
-        let rule = if paused {
-            None
-        } else {
-            let lower = text.to_lowercase();
-            let page = self.page.as_ref().and_then(|p| p.page());
-            match s.handoff.iter().find(|r| r.matches(&lower, page)) {
-                Some(r) => Some((r.reason(), r.skill.clone())),
-                None => ask_person::asks_for_person(&lower)
-                    .then(|| ("the visitor asked for a person".to_string(), None)),
-            }
-        };
+        let handoff = self.handoff_for(&text, s);
         let seq = self.t.as_ref().map_or(1, |t| t.next_seq);
         let item = Item {
             seq,
@@ -753,51 +715,147 @@ impl Session {
             sources: None,
             name: None,
         };
-        let next = match rule {
-            _ if paused => Next::Desk,
-            Some((reason, skill)) => Next::Handoff { reason, skill },
+        let next = match handoff {
+            Some(next) => next,
+            None => match self.admit_answer(from, &id, &item, now, s, out) {
+                Some(job) => Next::Answer(job),
+                None => return,
+            },
+        };
+        self.store_visitor_message(id, item, next, now.mono, out);
+    }
+
+    /// Answers a resend of message `id` (after a lost ack) with the same ack,
+    /// doing nothing twice: true when `id` was seen before. Not yet
+    /// committed, its ack is on its way to every socket anyway.
+    fn answer_resend(
+        &mut self,
+        from: Origin,
+        id: &str,
+        s: &Settings<'_>,
+        out: &mut Vec<Out>,
+    ) -> bool {
+        let Some(a) = self.t.as_ref().and_then(|t| t.acked.get(id)).copied() else {
+            return false;
+        };
+        if a.committed {
+            let ack = ServerMsg::Ack { id, seq: a.seq }.to_bytes();
+            self.direct(from, ack, s, out);
+        }
+        true
+    }
+
+    /// Takes one message from the session's rate; false (and message `id`
+    /// refused `rate_limited`) when it is used up.
+    fn within_rate(
+        &mut self,
+        from: Origin,
+        id: &str,
+        now: Now,
+        s: &Settings<'_>,
+        out: &mut Vec<Out>,
+    ) -> bool {
+        let bucket = self
+            .transcript()
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(s.message_rate, now.mono));
+        let Err(wait) = bucket.take(s.message_rate, now.mono) else {
+            return true;
+        };
+        let ms = wait.as_millis().max(1) as u64;
+        let msg = format!(
+            "more than {} messages per second; resend after retry_after_ms",
+            s.message_rate.per_sec
+        );
+        self.refuse(from, ErrorCode::RateLimited, &msg, id, ms, s, out);
+        false
+    }
+
+    /// Who answers a new visitor message other than the AI: while a person is
+    /// asked for or holds the conversation, the desk passes it on; a visitor
+    /// asking for one in so many words, or a site rule, hands this very
+    /// message to a person.
+    fn handoff_for(&self, text: &str, s: &Settings<'_>) -> Option<Next> {
+        if self.t.as_ref().is_some_and(|t| t.human != Human::None) {
+            return Some(Next::Desk);
+        }
+        let lower = text.to_lowercase();
+        let page = self.page.as_ref().and_then(|p| p.page());
+        let (reason, skill) = match s.handoff.iter().find(|r| r.matches(&lower, page)) {
+            Some(r) => (r.reason(), r.skill.clone()),
             None => {
-                // The prompt this message would be answered with: its size
-                // decides admission.
-                let prompt = prompt::build(
-                    s.instructions,
-                    self.items(),
-                    &item,
-                    s.context_tokens.saturating_sub(s.grounding_tokens).max(1),
-                    s.count_tokens,
-                );
-                let prompt_tokens = prompt::tokens(&prompt, s.count_tokens) + s.grounding_tokens;
-                let ask = Ask {
-                    prompt_tokens,
-                    before_submit: Duration::ZERO,
-                    holds_place: self.take_place(&id, now.mono, s.admission.place_grace()),
-                };
-                let admitted = match s.admission.admit(ask, s.grounding_tokens > 0) {
-                    Ok(a) => a,
-                    Err(busy) => {
-                        if busy.place {
-                            self.keep_place(&id, now.mono + busy.retry_after);
-                        }
-                        let ms = busy.retry_after.as_millis().max(1) as u64;
-                        let msg =
-                            "over capacity: the message was not stored; resend after retry_after_ms";
-                        self.refuse(from, ErrorCode::Busy, msg, &id, ms, s, out);
-                        return;
-                    }
-                };
-                // One reply per visitor message at most: naming it after the
-                // message's seq keeps reply ids unique across restarts.
-                Next::Answer(AnswerJob {
-                    reply: format!("r{seq}"),
-                    in_reply_to: id.clone(),
-                    prompt,
-                    prompt_tokens,
-                    query: (s.grounding_tokens > 0)
-                        .then(|| prompt::retrieval_query(self.items(), &item.text)),
-                    admitted,
-                })
+                if !ask_person::asks_for_person(&lower) {
+                    return None;
+                }
+                ("the visitor asked for a person".to_string(), None)
             }
         };
+        Some(Next::Handoff { reason, skill })
+    }
+
+    /// The AI's answer to `item`, if admission gives it a place; otherwise
+    /// the message is refused `busy` (keeping a place for its resend when
+    /// admission says so) and `None`.
+    fn admit_answer(
+        &mut self,
+        from: Origin,
+        id: &str,
+        item: &Item,
+        now: Now,
+        s: &Settings<'_>,
+        out: &mut Vec<Out>,
+    ) -> Option<AnswerJob> {
+        // The prompt this message would be answered with: its size decides
+        // admission.
+        let prompt = prompt::build(
+            s.instructions,
+            self.items(),
+            item,
+            s.context_tokens.saturating_sub(s.grounding_tokens).max(1),
+            s.count_tokens,
+        );
+        let prompt_tokens = prompt::tokens(&prompt, s.count_tokens) + s.grounding_tokens;
+        let ask = Ask {
+            prompt_tokens,
+            before_submit: Duration::ZERO,
+            holds_place: self.take_place(id, now.mono, s.admission.place_grace()),
+        };
+        let admitted = match s.admission.admit(ask, s.grounding_tokens > 0) {
+            Ok(a) => a,
+            Err(busy) => {
+                if busy.place {
+                    self.keep_place(id, now.mono + busy.retry_after);
+                }
+                let ms = busy.retry_after.as_millis().max(1) as u64;
+                let msg = "over capacity: the message was not stored; resend after retry_after_ms";
+                self.refuse(from, ErrorCode::Busy, msg, id, ms, s, out);
+                return None;
+            }
+        };
+        // One reply per visitor message at most: naming it after the
+        // message's seq keeps reply ids unique across restarts.
+        Some(AnswerJob {
+            reply: format!("r{}", item.seq),
+            in_reply_to: id.to_string(),
+            prompt,
+            prompt_tokens,
+            query: (s.grounding_tokens > 0)
+                .then(|| prompt::retrieval_query(self.items(), &item.text)),
+            admitted,
+        })
+    }
+
+    /// Appends a visitor message to the transcript and makes it durable; its
+    /// ack and `next` wait for the commit.
+    fn store_visitor_message(
+        &mut self,
+        id: String,
+        item: Item,
+        next: Next,
+        received: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        let seq = item.seq;
         let t = self.transcript();
         t.next_seq += 1;
         t.items.push(item.clone());
@@ -808,19 +866,12 @@ impl Session {
                 committed: false,
             },
         );
-        let record = Record::Item {
-            item,
-            in_reply_to: None,
-            confidence: None,
-            ttft_ms: None,
-            total_ms: None,
-        };
         self.commit(
-            vec![record],
+            vec![plain_item(item)],
             AfterCommit::Ack {
                 id,
                 seq,
-                received: now.mono,
+                received,
                 next,
             },
             out,
@@ -874,57 +925,16 @@ impl Session {
 
     /// What the agent desk says about this conversation.
     pub fn on_desk(&mut self, ev: SessionEvent, now: Now, out: &mut Vec<Out>) {
-        let conv = self.conversation;
         match ev {
             SessionEvent::Queued { position } => {
                 self.transcript().human = Human::Waiting;
-                let msg = ServerMsg::Agent {
-                    event: AgentEvent::Queued,
-                    position: Some(position),
-                    name: None,
-                }
-                .to_bytes();
-                self.broadcast(msg, out);
+                self.broadcast(agent_event(AgentEvent::Queued, Some(position), None), out);
             }
-            SessionEvent::Joined { name } => {
-                self.transcript().human = Human::Held(name.clone().into_boxed_str());
-                let msg = ServerMsg::Agent {
-                    event: AgentEvent::Joined,
-                    position: None,
-                    name: Some(&name),
-                }
-                .to_bytes();
-                self.commit(
-                    vec![Record::Assigned { agent: Some(name) }],
-                    AfterCommit::Nothing,
-                    out,
-                );
-                self.broadcast(msg, out);
-            }
-            SessionEvent::Left { name } => {
-                self.transcript().human = Human::None;
-                let msg = ServerMsg::Agent {
-                    event: AgentEvent::Left,
-                    position: None,
-                    name: Some(&name),
-                }
-                .to_bytes();
-                self.commit(
-                    vec![Record::Assigned { agent: None }],
-                    AfterCommit::Nothing,
-                    out,
-                );
-                self.broadcast(msg, out);
-            }
+            SessionEvent::Joined { name } => self.on_agent_joined(name, out),
+            SessionEvent::Left { name } => self.on_agent_left(name, out),
             SessionEvent::NoneAvailable => {
                 self.transcript().human = Human::None;
-                let msg = ServerMsg::Agent {
-                    event: AgentEvent::NoneAvailable,
-                    position: None,
-                    name: None,
-                }
-                .to_bytes();
-                self.broadcast(msg, out);
+                self.broadcast(agent_event(AgentEvent::NoneAvailable, None, None), out);
             }
             SessionEvent::AgentTyping { name } => {
                 let msg = ServerMsg::Typing {
@@ -940,79 +950,129 @@ impl Session {
                 id,
                 text,
                 ..
-            } => {
-                let t = self.transcript();
-                if let Some(&seq) = t.agent_ids.get(&id) {
-                    out.push(Out::Desk(VisitorEvent::AgentMessageStored {
-                        conv,
-                        agent,
-                        id,
-                        seq,
-                    }));
-                    return;
-                }
-                if !matches!(t.human, Human::Held(_)) || t.ended {
-                    out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
-                        conv,
-                        agent,
-                        id,
-                        error: "the conversation is no longer held by an agent".into(),
-                    }));
-                    return;
-                }
-                let seq = t.next_seq;
-                t.next_seq += 1;
-                let item = Item {
-                    seq,
-                    from: Author::Agent,
-                    text,
-                    ts: now.unix_ms,
-                    id: None,
-                    reply: None,
-                    sources: None,
-                    name: Some(name),
-                };
-                t.items.push(item.clone());
-                t.agent_ids.insert(id.clone(), seq);
-                let msg = ServerMsg::Message {
-                    seq,
-                    from: Author::Agent,
-                    name: item.name.as_deref().unwrap_or(""),
-                    text: &item.text,
-                }
-                .to_bytes();
-                self.commit(
-                    vec![Record::Item {
-                        item,
-                        in_reply_to: None,
-                        confidence: None,
-                        ttft_ms: None,
-                        total_ms: None,
-                    }],
-                    AfterCommit::AgentMessage {
-                        msg,
-                        agent,
-                        id,
-                        seq,
-                    },
-                    out,
-                );
-            }
-            SessionEvent::End { reason } => {
-                let t = self.transcript();
-                t.ended = true;
-                t.human = Human::None;
-                let msg = ServerMsg::Ended { reason }.to_bytes();
-                self.commit(
-                    vec![Record::Ended {
-                        reason: reason.to_string(),
-                    }],
-                    AfterCommit::Broadcast(msg),
-                    out,
-                );
-            }
+            } => self.on_agent_message(agent, name, id, text, now, out),
+            SessionEvent::End { reason } => self.on_end(reason, out),
         }
         self.wake_poller(out);
+    }
+
+    /// An agent holds the conversation now: stored, and the visitor told.
+    fn on_agent_joined(&mut self, name: String, out: &mut Vec<Out>) {
+        self.transcript().human = Human::Held(name.clone().into_boxed_str());
+        let msg = agent_event(AgentEvent::Joined, None, Some(&name));
+        self.commit(
+            vec![Record::Assigned { agent: Some(name) }],
+            AfterCommit::Nothing,
+            out,
+        );
+        self.broadcast(msg, out);
+    }
+
+    /// The agent let go; the AI answers again.
+    fn on_agent_left(&mut self, name: String, out: &mut Vec<Out>) {
+        self.transcript().human = Human::None;
+        let msg = agent_event(AgentEvent::Left, None, Some(&name));
+        self.commit(
+            vec![Record::Assigned { agent: None }],
+            AfterCommit::Nothing,
+            out,
+        );
+        self.broadcast(msg, out);
+    }
+
+    /// An agent's message: stored, then (on commit) shown to the visitor and
+    /// acknowledged to the desk. A resend is acknowledged again; a message
+    /// for a conversation no agent holds any more is refused.
+    fn on_agent_message(
+        &mut self,
+        agent: AgentId,
+        name: String,
+        id: String,
+        text: String,
+        now: Now,
+        out: &mut Vec<Out>,
+    ) {
+        let conv = self.conversation;
+        let t = self.transcript();
+        if let Some(&seq) = t.agent_ids.get(&id) {
+            out.push(Out::Desk(VisitorEvent::AgentMessageStored {
+                conv,
+                agent,
+                id,
+                seq,
+            }));
+            return;
+        }
+        if !matches!(t.human, Human::Held(_)) || t.ended {
+            out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
+                conv,
+                agent,
+                id,
+                error: "the conversation is no longer held by an agent".into(),
+            }));
+            return;
+        }
+        let (item, msg) = self.append_agent_item(name, text, &id, now);
+        let seq = item.seq;
+        self.commit(
+            vec![plain_item(item)],
+            AfterCommit::AgentMessage {
+                msg,
+                agent,
+                id,
+                seq,
+            },
+            out,
+        );
+    }
+
+    /// Appends agent `name`'s message `id` to the transcript: the item, and
+    /// the `message` frame that shows it.
+    fn append_agent_item(
+        &mut self,
+        name: String,
+        text: String,
+        id: &str,
+        now: Now,
+    ) -> (Item, Bytes) {
+        let t = self.transcript();
+        let seq = t.next_seq;
+        t.next_seq += 1;
+        let item = Item {
+            seq,
+            from: Author::Agent,
+            text,
+            ts: now.unix_ms,
+            id: None,
+            reply: None,
+            sources: None,
+            name: Some(name),
+        };
+        t.items.push(item.clone());
+        t.agent_ids.insert(id.to_string(), seq);
+        let msg = ServerMsg::Message {
+            seq,
+            from: Author::Agent,
+            name: item.name.as_deref().unwrap_or(""),
+            text: &item.text,
+        }
+        .to_bytes();
+        (item, msg)
+    }
+
+    /// The conversation ended: stored, then (on commit) the visitor told.
+    fn on_end(&mut self, reason: &'static str, out: &mut Vec<Out>) {
+        let t = self.transcript();
+        t.ended = true;
+        t.human = Human::None;
+        let msg = ServerMsg::Ended { reason }.to_bytes();
+        self.commit(
+            vec![Record::Ended {
+                reason: reason.to_string(),
+            }],
+            AfterCommit::Broadcast(msg),
+            out,
+        );
     }
 
     /// Most places kept per conversation (a visitor resends one message at a
@@ -1111,39 +1171,7 @@ impl Session {
                     next,
                 },
                 Ok(()),
-            ) => {
-                if let Some(a) = self.t.as_mut().and_then(|t| t.acked.get_mut(&id)) {
-                    a.committed = true;
-                }
-                // Counted before it is sent: a client that reads its ack and
-                // then asks `/metrics` (of any worker) finds it counted.
-                out.push(Out::Acked(now.saturating_duration_since(received)));
-                let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
-                self.broadcast(ack, out);
-                match next {
-                    Next::Answer(job) => {
-                        self.transcript().replies.push(LiveReply {
-                            id: job.reply.clone(),
-                            in_reply_to: job.in_reply_to.clone(),
-                            text: String::new(),
-                            started: now,
-                            first_token: None,
-                        });
-                        out.push(Out::Answer(job));
-                    }
-                    // The desk gets the conversation, this message as its preview.
-                    Next::Handoff { reason, skill } => self.ask_for_person(reason, skill, out),
-                    Next::Desk => {
-                        if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
-                            let item = serde_json::to_value(item).unwrap_or_default();
-                            out.push(Out::Desk(VisitorEvent::Item {
-                                conv: self.conversation,
-                                item,
-                            }));
-                        }
-                    }
-                }
-            }
+            ) => self.on_message_stored(id, seq, received, next, now, out),
             // Dropping `next` gives an answer job's place in line back.
             (AfterCommit::Ack { id, seq, .. }, Err(e)) => {
                 // Not stored: forget it so a resend starts afresh.
@@ -1155,9 +1183,7 @@ impl Session {
                     "the message could not be stored ({}); resend it",
                     e.reason()
                 );
-                let err = error_msg(ErrorCode::Internal, &msg, Some(&id), Some(1000));
-                self.broadcast(err, out);
-                out.push(Out::ErrorSent(ErrorCode::Internal));
+                self.broadcast_internal(&msg, Some(&id), Some(1000), out);
             }
             (AfterCommit::Done { msg, ask, .. }, Ok(())) => {
                 self.broadcast(msg, out);
@@ -1170,8 +1196,7 @@ impl Session {
             (AfterCommit::Broadcast(msg), Ok(())) => self.broadcast(msg, out),
             (AfterCommit::Broadcast(_), Err(e)) => {
                 let msg = format!("could not be stored ({}); try again", e.reason());
-                self.broadcast(error_msg(ErrorCode::Internal, &msg, None, None), out);
-                out.push(Out::ErrorSent(ErrorCode::Internal));
+                self.broadcast_internal(&msg, None, None, out);
             }
             (
                 AfterCommit::AgentMessage {
@@ -1191,31 +1216,103 @@ impl Session {
                 }));
             }
             (AfterCommit::AgentMessage { agent, id, seq, .. }, Err(e)) => {
-                if let Some(t) = self.t.as_mut() {
-                    t.agent_ids.remove(&id);
-                    t.items.retain(|i| i.seq != seq);
-                }
-                out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
-                    conv: self.conversation,
-                    agent,
-                    id,
-                    error: format!(
-                        "the message could not be stored ({}); send it again",
-                        e.reason()
-                    ),
-                }));
+                self.agent_message_not_stored(agent, id, seq, e, out)
             }
             (AfterCommit::Done { in_reply_to, .. }, Err(e)) => {
                 let msg = format!("the reply could not be stored ({})", e.reason());
-                self.broadcast(
-                    error_msg(ErrorCode::Internal, &msg, Some(&in_reply_to), None),
-                    out,
-                );
-                out.push(Out::ErrorSent(ErrorCode::Internal));
+                self.broadcast_internal(&msg, Some(&in_reply_to), None, out);
             }
             (AfterCommit::Nothing, _) => {}
         }
         self.wake_poller(out);
+    }
+
+    /// A visitor message is stored: its ack goes to every subscriber, then
+    /// what follows it starts.
+    fn on_message_stored(
+        &mut self,
+        id: String,
+        seq: u64,
+        received: Instant,
+        next: Next,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        if let Some(a) = self.t.as_mut().and_then(|t| t.acked.get_mut(&id)) {
+            a.committed = true;
+        }
+        // Counted before it is sent: a client that reads its ack and then
+        // asks `/metrics` (of any worker) finds it counted.
+        out.push(Out::Acked(now.saturating_duration_since(received)));
+        let ack = ServerMsg::Ack { id: &id, seq }.to_bytes();
+        self.broadcast(ack, out);
+        match next {
+            Next::Answer(job) => self.start_answer(job, now, out),
+            // The desk gets the conversation, this message as its preview.
+            Next::Handoff { reason, skill } => self.ask_for_person(reason, skill, out),
+            Next::Desk => self.pass_to_desk(seq, out),
+        }
+    }
+
+    /// Starts producing the AI's answer.
+    fn start_answer(&mut self, job: AnswerJob, now: Instant, out: &mut Vec<Out>) {
+        self.transcript().replies.push(LiveReply {
+            id: job.reply.clone(),
+            in_reply_to: job.in_reply_to.clone(),
+            text: String::new(),
+            started: now,
+            first_token: None,
+        });
+        out.push(Out::Answer(job));
+    }
+
+    /// Passes item `seq` to the agent desk (a person is asked for or holds
+    /// the conversation).
+    fn pass_to_desk(&mut self, seq: u64, out: &mut Vec<Out>) {
+        if let Some(item) = self.items().iter().rev().find(|i| i.seq == seq) {
+            let item = serde_json::to_value(item).unwrap_or_default();
+            out.push(Out::Desk(VisitorEvent::Item {
+                conv: self.conversation,
+                item,
+            }));
+        }
+    }
+
+    /// An agent's message could not be stored: forgotten, so that the agent
+    /// may send it again, and the desk told why.
+    fn agent_message_not_stored(
+        &mut self,
+        agent: AgentId,
+        id: String,
+        seq: u64,
+        e: NotStored,
+        out: &mut Vec<Out>,
+    ) {
+        if let Some(t) = self.t.as_mut() {
+            t.agent_ids.remove(&id);
+            t.items.retain(|i| i.seq != seq);
+        }
+        out.push(Out::Desk(VisitorEvent::AgentMessageFailed {
+            conv: self.conversation,
+            agent,
+            id,
+            error: format!(
+                "the message could not be stored ({}); send it again",
+                e.reason()
+            ),
+        }));
+    }
+
+    /// An `internal` error for every subscriber: something was not stored.
+    fn broadcast_internal(
+        &mut self,
+        msg: &str,
+        id: Option<&str>,
+        retry_after_ms: Option<u64>,
+        out: &mut Vec<Out>,
+    ) {
+        self.broadcast(error_msg(ErrorCode::Internal, msg, id, retry_after_ms), out);
+        out.push(Out::ErrorSent(ErrorCode::Internal));
     }
 
     /// Streams one piece of a reply to every subscriber.
@@ -1503,6 +1600,27 @@ impl Session {
                 messages,
             });
         }
+    }
+}
+
+/// An `agent` message (hand-off progress).
+fn agent_event(event: AgentEvent, position: Option<u32>, name: Option<&str>) -> Bytes {
+    ServerMsg::Agent {
+        event,
+        position,
+        name,
+    }
+    .to_bytes()
+}
+
+/// The record of a transcript item that is not an AI reply.
+fn plain_item(item: Item) -> Record {
+    Record::Item {
+        item,
+        in_reply_to: None,
+        confidence: None,
+        ttft_ms: None,
+        total_ms: None,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::chat::client::{self, ClientMsg};
 use crate::chat::server::ServerMsg;
 use crate::chat::ErrorCode;
 use crate::http::response::{self, Body};
-use crate::ids::SubId;
+use crate::ids::{AgentId, SubId};
 use crate::session::error_msg;
 use crate::ws::frame::{encode_close, write_header, MAX_HEADER_LEN};
 use crate::ws::message::CloseFrame;
@@ -411,7 +411,7 @@ impl Worker {
     }
 
     /// An agent socket's frames go to the desk as they are; it parses them.
-    fn on_agent_event(self: &Rc<Self>, slot: usize, agent: u64, ev: Event<'_>) {
+    fn on_agent_event(self: &Rc<Self>, slot: usize, agent: AgentId, ev: Event<'_>) {
         match ev {
             Event::Text(payload) => {
                 let Some(sub) = self

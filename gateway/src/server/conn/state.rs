@@ -17,7 +17,7 @@ use monoio::net::TcpStream;
 use super::queue::WriteQueue;
 use crate::chat::client::{ClientError, ClientMsg};
 use crate::http::response::Body;
-use crate::ids::SessionKey;
+use crate::ids::{AgentId, SessionKey};
 use crate::metrics::{Gauge, WorkerMetrics};
 use crate::session::ratelimit::TokenBucket;
 use crate::ws::Receiver;
@@ -66,7 +66,7 @@ impl Pending {
 
 /// An agent's WebSocket (`/agent/ws`).
 pub(crate) struct AgentWs {
-    pub(crate) agent: u64,
+    pub(crate) agent: AgentId,
     pub(crate) rx: Receiver,
 }
 
@@ -114,7 +114,7 @@ pub(crate) enum Detach {
     /// a pending upgrade).
     Session(SessionKey),
     /// An agent's socket, which the desk must hear is closed.
-    Agent(u64),
+    Agent(AgentId),
 }
 
 impl Mode {
