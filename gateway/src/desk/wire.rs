@@ -237,20 +237,6 @@ impl DeskError {
     }
 }
 
-/// An `error` frame for the server shell, which refuses an agent's binary
-/// frames before the desk sees them; `code` is an [`AgentErrorCode`]'s wire
-/// name. The desk itself answers with [`DeskError::frame`].
-pub fn error(code: &str, message: &str, conversation: Option<&str>, id: Option<&str>) -> Bytes {
-    debug_assert!(AgentErrorCode::from_wire(code).is_some(), "code {code}");
-    ToAgent::Error {
-        code: AgentErrorCode::from_wire(code).unwrap_or(AgentErrorCode::Internal),
-        message,
-        conversation,
-        id,
-    }
-    .to_bytes()
-}
-
 /// Where a conversation stands, as its card says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -810,7 +796,7 @@ mod tests {
             "invalid frame: invalid value: integer `-1`, expected u64"
         );
         assert_eq!(
-            text(error("bad_request", "send JSON in text frames", None, None)),
+            text(DeskError::bad_request("send JSON in text frames").frame(None)),
             r#"{"code":"bad_request","message":"send JSON in text frames","type":"error"}"#
         );
     }

@@ -5,6 +5,7 @@
 //! way and go to the session that asked, and admission is asked before a
 //! message is accepted.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,49 @@ pub(crate) struct InFlight {
     confidence: f32,
 }
 
+/// The answers part of a worker: its requests to the inference service in
+/// flight, by request id.
+#[derive(Default)]
+pub(crate) struct Answers {
+    requests: HashMap<RequestId, InFlight>,
+    /// The id the next request gets (ids are per client, so per worker).
+    next: RequestId,
+}
+
+impl Answers {
+    /// Records a request about to be sent; its id.
+    fn begin(&mut self, f: InFlight) -> RequestId {
+        self.next += 1;
+        let id = self.next;
+        self.requests.insert(id, f);
+        id
+    }
+
+    /// The session and reply a request answers.
+    fn reply_of(&self, id: RequestId) -> Option<(SessionKey, Rc<str>)> {
+        self.requests.get(&id).map(|f| (f.key, f.reply.clone()))
+    }
+
+    /// The request is over (done, failed, or given up).
+    fn end(&mut self, id: RequestId) -> Option<InFlight> {
+        self.requests.remove(&id)
+    }
+
+    /// Ends the requests answering `replies` of the session; their ids.
+    fn end_replies(&mut self, key: SessionKey, replies: &[String]) -> Vec<RequestId> {
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, f)| f.key == key && replies.iter().any(|r| **r == *f.reply))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.requests.remove(id);
+        }
+        ids
+    }
+}
+
 fn to_chat(m: PromptMessage) -> ChatMessage {
     ChatMessage {
         role: match m.role {
@@ -121,8 +165,6 @@ impl Worker {
 
     /// Sends an answer job, with its sources in the prompt, to the inference service.
     fn submit_answer(&self, key: SessionKey, mut job: AnswerJob, g: Option<Grounding>) {
-        let id: RequestId = self.next_request.get();
-        self.next_request.set(id + 1);
         let (sources, confidence) = match g {
             Some(g) => {
                 // Below the site's line the help pages "do not cover" the
@@ -139,15 +181,12 @@ impl Worker {
             }
             None => (Vec::new(), UNGROUNDED_CONFIDENCE),
         };
-        self.requests.borrow_mut().insert(
-            id,
-            InFlight {
-                key,
-                reply: Rc::from(job.reply),
-                sources,
-                confidence,
-            },
-        );
+        let id = self.answers.borrow_mut().begin(InFlight {
+            key,
+            reply: Rc::from(job.reply),
+            sources,
+            confidence,
+        });
         let inf = &self.shared.config.inference;
         let now = Instant::now();
         let mut req = GenerateRequest::new(
@@ -162,60 +201,54 @@ impl Worker {
 
     /// Stops the replies a session gave up (their visitor left).
     pub(crate) fn cancel_replies(&self, key: SessionKey, replies: &[String]) {
-        let ids: Vec<RequestId> = self
-            .requests
-            .borrow()
-            .iter()
-            .filter(|(_, f)| f.key == key && replies.iter().any(|r| **r == *f.reply))
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.answers.borrow_mut().end_replies(key, replies);
         for id in ids {
-            self.requests.borrow_mut().remove(&id);
             self.inference.cancel(id);
         }
     }
 
     /// One event from the inference service.
     pub(crate) fn on_inference(self: &Rc<Self>, ev: Event) {
-        match ev {
+        let mut out = Vec::new();
+        let key = match ev {
             Event::Token { id, text } => {
-                let Some((key, reply)) = self
-                    .requests
-                    .borrow()
-                    .get(&id)
-                    .map(|f| (f.key, f.reply.clone()))
-                else {
+                let Some((key, reply)) = self.answers.borrow().reply_of(id) else {
                     return;
                 };
-                if !self.with_session(key, |s, out| s.reply_token(&reply, &text, out)) {
+                let live = self
+                    .sessions
+                    .borrow_mut()
+                    .get_mut(&key)
+                    .is_some_and(|s| s.reply_token(&reply, &text, &mut out));
+                if !live {
                     // The reply is gone (cancelled, or its session): stop generating it.
-                    self.requests.borrow_mut().remove(&id);
+                    self.answers.borrow_mut().end(id);
                     self.inference.cancel(id);
                 }
+                key
             }
             Event::Done { id, .. } => {
-                let Some(f) = self.requests.borrow_mut().remove(&id) else {
+                let Some(f) = self.answers.borrow_mut().end(id) else {
                     return;
                 };
-                self.with_session(f.key, |s, out| {
-                    let human_below = self
-                        .shared
-                        .sites
-                        .get(&s.site)
-                        .map_or(0.0, |site| site.config.human_below_confidence);
+                let site = self.sessions.borrow().get(&f.key).map(|s| s.site.clone());
+                let human_below = site
+                    .and_then(|site| self.shared.sites.get(&site))
+                    .map_or(0.0, |site| site.config.human_below_confidence);
+                if let Some(s) = self.sessions.borrow_mut().get_mut(&f.key) {
                     s.reply_done(
                         &f.reply,
                         f.sources,
                         f.confidence,
                         human_below,
                         Now::current(),
-                        out,
-                    )
-                });
+                        &mut out,
+                    );
+                }
+                f.key
             }
             Event::Failed { id, error } => {
-                let Some(InFlight { key, reply, .. }) = self.requests.borrow_mut().remove(&id)
-                else {
+                let Some(InFlight { key, reply, .. }) = self.answers.borrow_mut().end(id) else {
                     return;
                 };
                 let why = match error {
@@ -226,10 +259,14 @@ impl Worker {
                         ReplyFailure::Unavailable
                     }
                 };
-                self.with_session(key, |s, out| s.reply_failed(&reply, why, out));
+                if let Some(s) = self.sessions.borrow_mut().get_mut(&key) {
+                    s.reply_failed(&reply, why, &mut out);
+                }
+                key
             }
             // Embeddings are asked for by the knowledge base, not by sessions.
-            Event::Embeddings { .. } => {}
-        }
+            Event::Embeddings { .. } => return,
+        };
+        self.apply(key, out);
     }
 }

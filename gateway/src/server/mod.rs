@@ -12,6 +12,7 @@ mod desk;
 mod persist;
 mod retrieval;
 mod routes;
+mod sessions;
 mod sweep;
 pub mod sys;
 mod worker;

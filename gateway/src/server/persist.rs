@@ -3,11 +3,9 @@
 //! worker's side of both (commits whose completion comes back through the
 //! inbox, loads that hold a session's operations until it is in memory).
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::worker::{Waiting, Worker, WorkerMsg};
 use crate::chat::server::{Author, Item, Source};
 use crate::ids::{ConversationId, SessionKey};
 use crate::session::{NotStored, PageInfo, Record, Restored, Session};
@@ -145,99 +143,4 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-impl Worker {
-    /// Hands a session's records to the store; the session hears of the
-    /// commit through the inbox (`WorkerMsg::Committed`), in order.
-    pub(crate) fn commit(&self, key: SessionKey, records: Vec<Record>) {
-        let Some((conversation, site)) = self
-            .sessions
-            .borrow()
-            .get(&key)
-            .map(|s| (s.conversation, s.site.clone()))
-        else {
-            return;
-        };
-        let at = unix_ms();
-        let owner = Owner {
-            key,
-            conversation,
-            site: &site,
-        };
-        let writes: Vec<Write> = records
-            .into_iter()
-            .map(|r| write_for(r, &owner, at))
-            .collect();
-        let inbox = self.shared.inboxes[self.id].clone();
-        self.store.write_many(
-            writes,
-            Some(Box::new(move |result: Result<(), store::StoreError>| {
-                let _ = inbox.send(WorkerMsg::Committed { key, result });
-            })),
-        );
-    }
-
-    /// Records a new session (its first conversation) in the store. Nothing
-    /// waits for this: a session lost in a crash before its first message is
-    /// simply started afresh by the visitor.
-    pub(crate) fn record_session(&self, key: SessionKey, conversation: ConversationId, site: &str) {
-        self.store.write(
-            Write::SessionCreated {
-                key,
-                conversation,
-                site: site.to_string(),
-                created_ms: unix_ms(),
-            },
-            None,
-        );
-    }
-
-    /// An operation for a session that is not in memory: load it from the
-    /// store first (once, however many operations wait for it).
-    pub(crate) fn load_then(&self, key: SessionKey, then: Waiting) {
-        let mut loading = self.loading.borrow_mut();
-        if let Some(waiting) = loading.get_mut(&key) {
-            waiting.push(then);
-            return;
-        }
-        loading.insert(key, vec![then]);
-        drop(loading);
-        let inbox = self.shared.inboxes[self.id].clone();
-        self.store.load_session(
-            &key,
-            Box::new(move |r| {
-                let result = r.map(|o| o.map(Box::new));
-                let _ = inbox.send(WorkerMsg::Loaded { key, result });
-            }),
-        );
-    }
-
-    /// The store answered a load: the session (if any) joins the others and
-    /// the operations that waited for it run.
-    pub(crate) fn on_loaded(
-        self: &Rc<Self>,
-        key: SessionKey,
-        result: Result<Option<Box<StoredSession>>, store::StoreError>,
-    ) {
-        let waiting = self.loading.borrow_mut().remove(&key).unwrap_or_default();
-        match result {
-            Ok(Some(st)) => {
-                let s = session_from(key, *st, Instant::now());
-                self.sessions.borrow_mut().insert(key, Box::new(s));
-                self.m().sessions.add(1);
-                self.m().sessions_restored.inc();
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(worker = self.id, error = %e, "cannot load a session from the store")
-            }
-        }
-        for w in waiting {
-            match w {
-                Waiting::Op { sub, op } => self.run_op_loaded(key, sub, op),
-                Waiting::Desk(ev) => self.on_desk_news_loaded(key, ev),
-            }
-        }
-    }
 }

@@ -467,7 +467,12 @@ impl Worker {
         let Some(slot) = self.slot_of(to) else { return };
         // Not waiting (timed out, or closed): the messages stay in the
         // session's log for the next recv.
-        let Some(held) = self.conns.borrow_mut()[slot].take_poll(self.m()) else {
+        let held = self
+            .conns
+            .borrow_mut()
+            .get_mut(slot)
+            .and_then(|c| c.take_poll(self.m()));
+        let Some(held) = held else {
             return;
         };
         let r = respond::poll_answer(cursor, &messages, held.set_cookie);

@@ -8,7 +8,6 @@
 //! session's messages reach one socket in order.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -18,20 +17,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use inference_client::DriverKind;
-use serde_json::value::RawValue;
-use slab::Slab;
 
+use super::answer::Answers;
 pub(crate) use super::answer::InboxSink;
-use super::answer::ServiceAdmission;
-use super::conn::{self, Conn};
+use super::conn::{self, Connections};
+use super::sessions::Sessions;
 use super::{sweep, sys, Shared};
 use crate::chat::client::{ClientError, ClientMsg};
 use crate::handoff::SessionEvent;
+use crate::ids::SessionKey;
 use crate::ids::SubId;
-use crate::ids::{ConversationId, SessionKey};
 use crate::metrics::WorkerMetrics;
-use crate::session::{NotStored, Now, Origin, Out, Session, Settings};
-use crate::sites::Site;
 use crate::store::{StoreError, StoreHandle};
 
 /// What a connection's worker asks of a session's worker.
@@ -50,15 +46,6 @@ pub(crate) enum Op {
     },
     /// A `GET /poll/recv`; answered by `OpDone`, then `PollReady` when there is something.
     PollRecv { site: Arc<str>, cursor: u64 },
-}
-
-/// What waits for a session to be loaded from the store.
-#[derive(Debug)]
-pub(crate) enum Waiting {
-    /// A subscriber's operation.
-    Op { sub: SubId, op: Op },
-    /// News from the agent desk.
-    Desk(SessionEvent),
 }
 
 /// A message between workers.
@@ -151,21 +138,18 @@ pub(crate) struct Worker {
     pub(crate) id: usize,
     pub(crate) n: usize,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) conns: RefCell<Slab<Conn>>,
-    /// Boxed: the map's spare capacity then costs a pointer per slot, not a session.
-    pub(crate) sessions: RefCell<HashMap<SessionKey, Box<Session>>>,
-    /// Sessions being loaded from the store, and the operations waiting for them.
-    pub(crate) loading: RefCell<HashMap<SessionKey, Vec<Waiting>>>,
+    /// The connections it accepted.
+    pub(crate) conns: RefCell<Connections>,
+    /// The sessions this worker owns.
+    pub(crate) sessions: RefCell<Sessions>,
     pub(crate) store: StoreHandle,
     /// This worker's handle on the inference service.
     pub(crate) inference: inference_client::Client,
-    /// Requests in flight: which session's which reply.
-    pub(crate) requests: RefCell<HashMap<inference_client::RequestId, super::answer::InFlight>>,
-    pub(crate) next_request: Cell<inference_client::RequestId>,
+    /// Its requests to the inference service in flight.
+    pub(crate) answers: RefCell<Answers>,
     /// Average time from a visitor's message to its commit (admission
     /// counts it before an answer can start).
-    commit_pace: Cell<Duration>,
-    next_gen: Cell<u64>,
+    pub(super) commit_pace: Cell<Duration>,
     /// The one read buffer every connection of this worker reads into.
     pub(crate) read_buf: RefCell<Vec<u8>>,
     /// The `Date` header, refreshed every second.
@@ -229,15 +213,12 @@ pub(crate) async fn run(p: Parts) -> std::io::Result<()> {
         id,
         n,
         shared,
-        conns: RefCell::new(Slab::new()),
-        sessions: RefCell::new(HashMap::new()),
-        loading: RefCell::new(HashMap::new()),
+        conns: RefCell::new(Connections::new(id)),
+        sessions: RefCell::new(Sessions::default()),
         store,
         inference,
-        requests: RefCell::new(HashMap::new()),
-        next_request: Cell::new(1),
+        answers: RefCell::new(Answers::default()),
         commit_pace: Cell::new(Duration::ZERO),
-        next_gen: Cell::new(1),
         read_buf: RefCell::new(vec![0; READ_BUF]),
         date: RefCell::new(http_date()),
         stopping: Cell::new(false),
@@ -277,12 +258,6 @@ async fn inbox_loop(w: Rc<Worker>, inbox: flume::Receiver<WorkerMsg>) {
     }
 }
 
-/// The widget config of a site that has been deleted while sessions remained.
-fn empty_config() -> &'static RawValue {
-    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| RawValue::from_string("{}".to_string()).expect("constant JSON"))
-}
-
 /// The current time as an HTTP `Date` header.
 pub(crate) fn http_date() -> http::HeaderValue {
     http::HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
@@ -293,13 +268,6 @@ impl Worker {
     /// This worker's metrics.
     pub(crate) fn m(&self) -> &WorkerMetrics {
         &self.shared.metrics[self.id]
-    }
-
-    /// A generation no subscriber of this worker has had.
-    pub(crate) fn next_gen(&self) -> u64 {
-        let g = self.next_gen.get();
-        self.next_gen.set(g + 1);
-        g
     }
 
     fn on_msg(self: &Rc<Self>, msg: WorkerMsg) {
@@ -313,17 +281,7 @@ impl Worker {
                 cursor,
                 messages,
             } => self.deliver_poll(to, cursor, messages),
-            WorkerMsg::Committed { key, result } => {
-                let now = Instant::now();
-                let result = result.map_err(|e| {
-                    tracing::error!(worker = self.id, error = %e, "a session's records were not stored");
-                    NotStored::from(&e)
-                });
-                self.with_session(key, |s, out| {
-                    s.on_committed(result, now, out);
-                    true
-                });
-            }
+            WorkerMsg::Committed { key, result } => self.on_committed(key, result),
             WorkerMsg::Loaded { key, result } => self.on_loaded(key, result),
             WorkerMsg::Inference(ev) => self.on_inference(ev),
             WorkerMsg::Grounded {
@@ -343,296 +301,6 @@ impl Worker {
                 }
             }
             WorkerMsg::Shutdown => self.stop.set(),
-        }
-    }
-
-    /// Runs `op` on the session's owner: here, or through the owner's inbox.
-    pub(crate) fn submit(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
-        let owner = key.owner(self.n);
-        if owner == self.id {
-            self.run_op(key, sub, op);
-        } else {
-            self.m().cross_worker.inc();
-            let _ = self.shared.inboxes[owner].send(WorkerMsg::Op { key, sub, op });
-        }
-    }
-
-    fn reply_op(self: &Rc<Self>, sub: SubId, found: bool) {
-        let worker = sub.worker();
-        if worker == self.id {
-            self.on_op_done(sub, found);
-        } else {
-            let _ = self.shared.inboxes[worker].send(WorkerMsg::OpDone { sub, found });
-        }
-    }
-
-    /// The session settings for a site (an empty widget config if the site was deleted).
-    fn with_settings<R>(&self, site: &str, f: impl FnOnce(&Settings<'_>) -> R) -> R {
-        let site: Option<Arc<Site>> = self.shared.sites.get(site);
-        let site_config: &RawValue = match &site {
-            Some(s) => &s.widget_config,
-            None => empty_config(),
-        };
-        let instructions = site.as_ref().map_or("", |s| s.system_prompt.as_str());
-        let grounding_tokens = site
-            .as_ref()
-            .map_or(0, |s| self.shared.library.allowance(&s.id));
-        let handoff = site
-            .as_ref()
-            .map_or(&[][..], |s| s.config.handoff.as_slice());
-        let l = &self.shared.config.limits;
-        let admission = ServiceAdmission {
-            client: &self.inference,
-            commit: self.commit_pace.get(),
-            retrieval: &self.shared.retrieval_pace,
-            retrieval_queue: self.shared.retrieval.len(),
-            retrieval_threads: self.shared.config.knowledge.threads.max(1),
-        };
-        f(&Settings {
-            site_config,
-            instructions,
-            grounding_tokens,
-            message_rate: l.message_rate,
-            history_items: self.shared.config.session.history_items,
-            poll_log_cap: l.poll_log_messages,
-            context_tokens: self.shared.config.inference.context_tokens,
-            count_tokens: inference_client::count_tokens,
-            admission: &admission,
-            handoff,
-        })
-    }
-
-    /// Carries out an `Op` on a session this worker owns, loading the session
-    /// from the store first when it is not in memory (after a restart, or an
-    /// eviction).
-    pub(crate) fn run_op(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
-        let wants_session = matches!(
-            op,
-            Op::Attach { .. } | Op::PollSend { .. } | Op::PollRecv { .. }
-        );
-        if wants_session && !self.sessions.borrow().contains_key(&key) {
-            return self.load_then(key, Waiting::Op { sub, op });
-        }
-        self.run_op_loaded(key, sub, op);
-    }
-
-    /// `run_op` once the store has been asked: a session still missing is unknown.
-    pub(crate) fn run_op_loaded(self: &Rc<Self>, key: SessionKey, sub: SubId, op: Op) {
-        let now = Now::current();
-        let mut out = Vec::new();
-        let mut sessions = self.sessions.borrow_mut();
-        let sess = sessions.get_mut(&key);
-        let reply: Option<bool> = match op {
-            Op::Attach { site } => match sess {
-                Some(s) if *s.site == *site => {
-                    s.attach(sub, now.mono);
-                    Some(true)
-                }
-                _ => Some(false),
-            },
-            Op::Detach => {
-                if let Some(s) = sess {
-                    s.detach(sub, now.mono);
-                }
-                None
-            }
-            Op::Client { msg, received } => {
-                match sess {
-                    Some(s) => {
-                        // The ack's latency counts from the frame's arrival on its worker.
-                        let now = Now {
-                            mono: received.min(now.mono),
-                            ..now
-                        };
-                        let site = s.site.clone();
-                        self.with_settings(&site, |st| {
-                            s.on_client(Origin::Socket(sub), msg, now, st, &mut out)
-                        });
-                    }
-                    None => out.push(Out::Send {
-                        to: sub,
-                        msg: crate::session::error_msg(
-                            crate::chat::ErrorCode::Internal,
-                            "the session is gone; reconnect to start a new one",
-                            None,
-                            None,
-                        ),
-                    }),
-                }
-                None
-            }
-            Op::PollSend { site, msgs } => match sess {
-                Some(s) if *s.site == *site => {
-                    self.with_settings(&site, |st| {
-                        for m in msgs {
-                            match m {
-                                Ok(m) => s.on_client(Origin::Poll, m, now, st, &mut out),
-                                Err(e) => s.on_client_error(Origin::Poll, &e, st, &mut out),
-                            }
-                        }
-                    });
-                    Some(true)
-                }
-                _ => Some(false),
-            },
-            Op::PollRecv { site, cursor } => match sess {
-                Some(s) if *s.site == *site => {
-                    self.with_settings(&site, |st| {
-                        s.poll_recv(sub, cursor, now.mono, st, &mut out)
-                    });
-                    Some(true)
-                }
-                _ => Some(false),
-            },
-        };
-        drop(sessions);
-        // The answer to the op goes first: a poll answer must not overtake it.
-        if let Some(found) = reply {
-            self.reply_op(sub, found);
-        }
-        self.apply(key, out);
-    }
-
-    /// News from the agent desk for a session this worker owns (loaded from
-    /// the store first when it is not in memory).
-    pub(crate) fn on_desk_news(self: &Rc<Self>, key: SessionKey, ev: SessionEvent) {
-        if !self.sessions.borrow().contains_key(&key) {
-            return self.load_then(key, Waiting::Desk(ev));
-        }
-        self.on_desk_news_loaded(key, ev);
-    }
-
-    /// `on_desk_news` once the store has been asked. An agent's message for a
-    /// session that no longer exists goes back to the desk as failed.
-    pub(crate) fn on_desk_news_loaded(self: &Rc<Self>, key: SessionKey, ev: SessionEvent) {
-        let now = Now::current();
-        let mut out = Vec::new();
-        let mut sessions = self.sessions.borrow_mut();
-        match sessions.get_mut(&key) {
-            Some(s) => s.on_desk(ev, now, &mut out),
-            None => {
-                if let SessionEvent::AgentMessage {
-                    conv, agent, id, ..
-                } = ev
-                {
-                    let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(
-                        crate::handoff::VisitorEvent::AgentMessageFailed {
-                            conv,
-                            agent,
-                            id,
-                            error: "the visitor's session no longer exists".into(),
-                        },
-                    ));
-                }
-            }
-        }
-        drop(sessions);
-        self.apply(key, out);
-    }
-
-    /// Creates a session owned by this worker.
-    pub(crate) fn create_session(&self, site: &Arc<str>) -> std::io::Result<SessionKey> {
-        let key = SessionKey::random_owned_by(self.id, self.n).map_err(std::io::Error::other)?;
-        let conversation = ConversationId::random().map_err(std::io::Error::other)?;
-        let now = Instant::now();
-        let s = Session::new(key, conversation, site.clone(), now);
-        self.sessions.borrow_mut().insert(key, Box::new(s));
-        self.record_session(key, conversation, site);
-        self.m().sessions.add(1);
-        Ok(key)
-    }
-
-    /// Carries out a session's effects.
-    pub(crate) fn apply(self: &Rc<Self>, key: SessionKey, out: Vec<Out>) {
-        for o in out {
-            match o {
-                Out::Send { to, msg } => {
-                    let worker = to.worker();
-                    if worker == self.id {
-                        self.deliver_ws(to, &msg);
-                    } else {
-                        let _ = self.shared.inboxes[worker].send(WorkerMsg::Deliver { to, msg });
-                    }
-                }
-                Out::PollReady {
-                    to,
-                    cursor,
-                    messages,
-                } => {
-                    let worker = to.worker();
-                    if worker == self.id {
-                        self.deliver_poll(to, cursor, messages);
-                    } else {
-                        let _ = self.shared.inboxes[worker].send(WorkerMsg::PollReady {
-                            to,
-                            cursor,
-                            messages,
-                        });
-                    }
-                }
-                Out::ErrorSent(code) => self.m().error(code),
-                Out::Acked(waited) => {
-                    self.m().messages.inc();
-                    self.m().ack_latency.observe(waited);
-                    let old = self.commit_pace.get();
-                    self.commit_pace.set(old.mul_f64(0.9) + waited.mul_f64(0.1));
-                }
-                Out::Answer(job) => self.start_answer(key, job),
-                Out::Commit(records) => self.commit(key, records),
-                Out::Cancel(replies) => self.cancel_replies(key, &replies),
-                Out::Desk(ev) => {
-                    let _ = self.shared.desk.send(super::desk::DeskMsg::Visitor(ev));
-                }
-            }
-        }
-    }
-
-    /// Runs `f` on a session this worker owns and carries out its effects;
-    /// false when the session is gone or `f` says so.
-    pub(crate) fn with_session(
-        self: &Rc<Self>,
-        key: SessionKey,
-        f: impl FnOnce(&mut Session, &mut Vec<Out>) -> bool,
-    ) -> bool {
-        let mut out = Vec::new();
-        let r = match self.sessions.borrow_mut().get_mut(&key) {
-            Some(s) => f(s, &mut out),
-            None => false,
-        };
-        self.apply(key, out);
-        r
-    }
-
-    /// Cancels the replies of sessions nobody has watched for
-    /// `inference.abandon_after_ms` (the visitor closed the page).
-    pub(crate) fn abandon_unwatched(self: &Rc<Self>, now: Instant) {
-        let grace = Duration::from_millis(self.shared.config.inference.abandon_after_ms);
-        let mut effects = Vec::new();
-        for (key, s) in self.sessions.borrow_mut().iter_mut() {
-            if s.unwatched_since.is_some() && s.live_replies().next().is_some() {
-                let mut out = Vec::new();
-                s.abandon_unwatched(now, grace, &mut out);
-                if !out.is_empty() {
-                    effects.push((*key, out));
-                }
-            }
-        }
-        for (key, out) in effects {
-            self.apply(key, out);
-        }
-    }
-
-    /// Drops from memory the sessions nobody has used for a while; the store
-    /// keeps them, and the next request for one loads it again.
-    pub(crate) fn evict_sessions(&self, now: Instant) {
-        let ttl = Duration::from_secs(self.shared.config.session.memory_idle_secs);
-        let mut sessions = self.sessions.borrow_mut();
-        let before = sessions.len();
-        sessions
-            .retain(|_, s| !(s.is_quiet() && now.saturating_duration_since(s.last_active) > ttl));
-        let evicted = before - sessions.len();
-        if evicted > 0 {
-            self.m().sessions.add(-(evicted as i64));
         }
     }
 

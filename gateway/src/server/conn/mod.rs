@@ -18,7 +18,7 @@ use monoio::net::{TcpListener, TcpStream};
 mod queue;
 mod state;
 
-pub(crate) use state::{AgentWs, Conn, Detach, Mode, Pending, PollHeld, WsChat};
+pub(crate) use state::{AgentWs, Conn, Connections, Detach, Mode, Pending, PollHeld, WsChat};
 
 use super::sys;
 use super::worker::{Op, Worker};
@@ -158,35 +158,22 @@ impl Worker {
     fn register(&self, stream: Rc<TcpStream>) -> usize {
         let now = Instant::now();
         self.m().connections.add(1);
-        self.conns
-            .borrow_mut()
-            .insert(Conn::new(self.next_gen(), stream, now))
+        self.conns.borrow_mut().open(stream, now)
     }
 
     /// The subscriber id of a connection as it is now.
     pub(crate) fn sub_of(&self, slot: usize) -> SubId {
-        let gen = self.conns.borrow().get(slot).map_or(0, |c| c.gen);
-        SubId::new(self.id, slot, gen)
+        self.conns.borrow().sub_of(slot)
     }
 
     /// A fresh subscriber id for the connection (each poll request gets one).
     pub(crate) fn renew_sub(&self, slot: usize) -> SubId {
-        let gen = self.next_gen();
-        if let Some(c) = self.conns.borrow_mut().get_mut(slot) {
-            c.gen = gen;
-        }
-        SubId::new(self.id, slot, gen)
+        self.conns.borrow_mut().renew_sub(slot)
     }
 
     /// The connection a subscriber id names, if it is still that subscriber.
     pub(crate) fn slot_of(&self, sub: SubId) -> Option<usize> {
-        let slot = sub.slot();
-        let conns = self.conns.borrow();
-        (sub.worker() == self.id
-            && conns
-                .get(slot)
-                .is_some_and(|c| sub.is_generation(c.gen) && !c.dead))
-        .then_some(slot)
+        self.conns.borrow().slot_of(sub)
     }
 
     /// Reads once; false when the connection is finished.
@@ -430,7 +417,7 @@ impl Worker {
             }
             Event::Binary(_) => self.send_json(
                 slot,
-                &crate::desk::wire::error("bad_request", "send JSON in text frames", None, None),
+                &crate::desk::wire::DeskError::bad_request("send JSON in text frames").frame(None),
             ),
             Event::Ping(p) => self.send_frame(slot, OpCode::Pong, Payload::Slice(p)),
             Event::Pong(_) => {}
@@ -514,8 +501,8 @@ impl Worker {
     pub(crate) fn deliver_ws(self: &Rc<Self>, to: SubId, msg: &Bytes) {
         let Some(slot) = self.slot_of(to) else { return };
         if matches!(
-            self.conns.borrow()[slot].mode(),
-            Mode::Ws(_) | Mode::Agent(_)
+            self.conns.borrow().get(slot).map(Conn::mode),
+            Some(Mode::Ws(_) | Mode::Agent(_))
         ) {
             self.send_json(slot, msg);
         }
@@ -739,7 +726,9 @@ impl Worker {
     }
 
     fn on_conn_end(self: &Rc<Self>, slot: usize) {
-        let c = self.conns.borrow_mut().remove(slot);
+        let Some(c) = self.conns.borrow_mut().close(slot) else {
+            return;
+        };
         self.shared
             .open_conns
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

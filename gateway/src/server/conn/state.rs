@@ -5,7 +5,8 @@
 //! closing. Entering and leaving a mode goes through [`Conn::enter`] (and
 //! [`Conn::leave`] when the connection is gone), which keeps the worker's
 //! gauges of open WebSockets and held polls and says, as a [`Detach`], what
-//! the mode left behind for the shell to let go of.
+//! the mode left behind for the shell to let go of. [`Connections`] is the
+//! worker's table of them, and the subscriber ids ([`SubId`]) that name them.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -17,7 +18,9 @@ use monoio::net::TcpStream;
 use super::queue::WriteQueue;
 use crate::chat::client::{ClientError, ClientMsg};
 use crate::http::response::Body;
-use crate::ids::{AgentId, SessionKey};
+use slab::Slab;
+
+use crate::ids::{AgentId, SessionKey, SubId};
 use crate::metrics::{Gauge, WorkerMetrics};
 use crate::session::ratelimit::TokenBucket;
 use crate::ws::Receiver;
@@ -263,5 +266,115 @@ impl Conn {
     /// Whether this connection is waiting for its first request, or is part way through one.
     pub(crate) fn in_request(&self) -> bool {
         self.served == 0 || !self.inbuf.is_empty()
+    }
+}
+
+/// The connections part of a worker: its table of connections, by slot, and
+/// the generations that tell a slot's successive subscribers apart.
+pub(crate) struct Connections {
+    worker: usize,
+    slab: Slab<Conn>,
+    /// The next generation to hand out: a message for a subscriber whose
+    /// connection has closed (and whose slot was reused) is then stale.
+    next_gen: u64,
+}
+
+impl Connections {
+    /// The empty table of worker `worker`.
+    pub(crate) fn new(worker: usize) -> Self {
+        Connections {
+            worker,
+            slab: Slab::new(),
+            next_gen: 1,
+        }
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        let g = self.next_gen;
+        self.next_gen += 1;
+        g
+    }
+
+    /// Takes in an accepted connection; its slot.
+    pub(crate) fn open(&mut self, stream: Rc<TcpStream>, now: Instant) -> usize {
+        let gen = self.next_gen();
+        self.slab.insert(Conn::new(gen, stream, now))
+    }
+
+    /// The connection at `slot`.
+    pub(crate) fn get(&self, slot: usize) -> Option<&Conn> {
+        self.slab.get(slot)
+    }
+
+    /// The connection at `slot`, to change.
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.slab.get_mut(slot)
+    }
+
+    /// The connection at `slot` is finished: out of the table.
+    pub(crate) fn close(&mut self, slot: usize) -> Option<Conn> {
+        self.slab.try_remove(slot)
+    }
+
+    /// How many connections are open.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether none is.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Every connection with its slot.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Conn)> {
+        self.slab.iter()
+    }
+
+    /// The subscriber id of a connection as it is now.
+    pub(crate) fn sub_of(&self, slot: usize) -> SubId {
+        let gen = self.slab.get(slot).map_or(0, |c| c.gen);
+        SubId::new(self.worker, slot, gen)
+    }
+
+    /// A fresh subscriber id for the connection (each poll request gets one).
+    pub(crate) fn renew_sub(&mut self, slot: usize) -> SubId {
+        let gen = self.next_gen();
+        if let Some(c) = self.slab.get_mut(slot) {
+            c.gen = gen;
+        }
+        SubId::new(self.worker, slot, gen)
+    }
+
+    /// The connection a subscriber id names, if it is still that subscriber.
+    pub(crate) fn slot_of(&self, sub: SubId) -> Option<usize> {
+        let slot = sub.slot();
+        (sub.worker() == self.worker
+            && self
+                .slab
+                .get(slot)
+                .is_some_and(|c| sub.is_generation(c.gen) && !c.dead))
+        .then_some(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mode_is_counted_in_its_gauge_while_it_lasts() {
+        let m = WorkerMetrics::default();
+        let ws = || Mode::Echo(Receiver::default());
+        assert!(ws().gauge(&m).is_some());
+        assert!(Mode::Http.gauge(&m).is_none());
+        assert_eq!(Mode::Http.detach(), Detach::Nothing);
+        assert_eq!(ws().detach(), Detach::Nothing);
+        let agent = Mode::Agent(Box::new(AgentWs {
+            agent: AgentId::new(7),
+            rx: Receiver::default(),
+        }));
+        assert_eq!(agent.detach(), Detach::Agent(AgentId::new(7)));
+        assert!(agent.is_websocket() && !Mode::Closing.is_websocket());
     }
 }
