@@ -21,7 +21,7 @@ run() {
   local pid=$!
   for _ in $(seq 600); do grep -q LISTENING "$d/out" && break; sleep 0.05; done
   local addr
-  addr=$(awk '{print $2}' "$d/out")
+  addr=$(awk '/^LISTENING/{print $2}' "$d/out")
   "$LOADGEN" --url "ws://$addr/ws?site=demo" --sessions "$SESS" --rate "$RATE" --duration "$DUR" \
     --warmup 3s --texts-file "$d/questions.txt" --seed 7 --quiet --json "$d/$name.json" > /dev/null 2>&1 || true
   local cpu

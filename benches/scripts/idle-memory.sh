@@ -16,7 +16,7 @@ $GW --listen 127.0.0.1:0 --io-driver "$DRIVER" --data-dir "$d" --log warn > "$d/
 gpid=$!
 trap 'kill $gpid 2>/dev/null; rm -rf "$d"' EXIT
 for _ in $(seq 100); do grep -q LISTENING "$d/out" && break; sleep 0.1; done
-addr=$(awk '{print $2}' "$d/out")
+addr=$(awk '/^LISTENING/{print $2}' "$d/out")
 # Warm up the allocator and the workers' structures.
 $LG --url "ws://$addr/ws?site=demo" --sessions 50 --rate 0.01 --duration 2s --quiet >/dev/null 2>&1 || true
 rss0=$(awk '/VmRSS/{print $2}' /proc/$gpid/status)

@@ -2,6 +2,9 @@
 //! the admin API, an agent socket, a visitor asking for a person, the hand-off
 //! both ways, resolve; and every refusal of the agent API.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{connect, request, Gateway, Opts};

@@ -3,6 +3,9 @@
 //! confidence asking for a person, sources kept in the transcript, and the
 //! pool's `/v1/embeddings` over HTTP as the embedder.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

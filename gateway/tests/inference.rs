@@ -2,6 +2,9 @@
 //! servers over the real HTTP client, batching, surge admission (`busy`),
 //! failures (`unavailable`, deadlines), and cancelling what nobody waits for.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

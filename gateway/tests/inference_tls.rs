@@ -5,6 +5,9 @@
 //! line for each endpoint. The server is the simulator on a thread, with
 //! rustls's server side; the CA and certificate are made here with rcgen.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

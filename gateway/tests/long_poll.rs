@@ -1,6 +1,9 @@
 //! The long-polling transport, exactly as PROTOCOL.md defines it: same
 //! messages, same session, cursor semantics, on both io drivers.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! Protocol v1 end to end over real sockets, on both io drivers: sessions,
 //! resuming, every socket of a session, streaming, isolation between visitors.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -1,6 +1,9 @@
 //! Thread-per-core behaviour: sessions resume on any worker, the epoll
 //! fallback, graceful shutdown, the open-files limit.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -58,13 +58,29 @@
 //! - [`count_tokens`] / [`count_prompt_tokens`]: the token estimate used for
 //!   budgets and admission.
 //!
-//! # Modules
+//! # Layout
 //!
-//! Sans-IO cores: [`chunked`], [`sse`], [`http`] (`request`, `response`),
-//! [`openai`], [`pool`], [`batcher`], [`admission`], [`sim::engine`],
-//! [`sim::model`], [`probe`]. I/O shells on monoio: [`http::conn`], [`tls`] (rustls
-//! driven over monoio's TCP stream), the service thread
-//! ([`service`]) and the simulator's server ([`sim::server`]).
+//! Sans-IO cores:
+//! * [`chunked`], [`sse`], [`http`] (`request`, `response`): HTTP/1.1 chunked
+//!   bodies, server-sent events, request encoding and response parsing.
+//! * [`openai`]: the OpenAI-compatible chat and completion wire types.
+//! * [`pool`]: the endpoint pool: health, failover, circuit breakers.
+//! * [`batcher`]: the dynamic batcher in front of the pool.
+//! * [`admission`]: surge admission: predicted time to first token, the
+//!   virtual line of places, honest retry-after.
+//! * [`tokens`]: the token estimate for budgets and admission.
+//! * [`probe`]: what a start-time probe of an endpoint learns.
+//! * [`sim::engine`], [`sim::model`]: the simulated GPU server's scheduler and
+//!   latency model.
+//! * [`error`], [`stats`]: the errors requesters see, the service's figures.
+//!
+//! I/O shells on monoio:
+//! * [`http::conn`], [`tls`]: connections to endpoints, rustls driven over
+//!   monoio's TCP stream.
+//! * [`service`]: the service thread and the clients of the gateway's workers.
+//! * [`sim::server`]: the simulator served over HTTP (`inference-sim`).
+//! * [`runtime`]: the io driver choice (io_uring, epoll) and the runtime built
+//!   on it; [`signal`]: stopping on SIGTERM.
 
 pub mod admission;
 pub mod batcher;

@@ -5,6 +5,9 @@
 //! `https` upstream whose certificate is signed by a private CA (made here
 //! with rcgen), on both io drivers.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

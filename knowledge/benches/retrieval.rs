@@ -14,6 +14,9 @@
 //! candidate misses (and with `KB_BENCH_SCORES=FILE` appends every
 //! question's best score and confidence to FILE).
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/eval.rs"]
 mod eval;
 

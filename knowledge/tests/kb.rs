@@ -1,6 +1,9 @@
 //! The knowledge base end to end, on disk: ingest reports, re-ingest,
 //! persistence and reload, search and confidence. No model files needed.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::eval;

@@ -7,11 +7,25 @@
 //! HdrHistograms, checks budgets, and writes JSON, HDR interval logs, JUnit and
 //! an SVG plot.
 //!
-//! The core is sans-IO: [`scenario`], [`arrivals`], [`budget`], [`slo`],
-//! [`session`], [`metrics`] and [`report`] are plain functions and state
-//! machines tested without sockets. [`run`] is the monoio shell that only moves
-//! bytes and time; [`testserver`] is a small protocol v1 server for tests and
-//! for measuring loadgen itself.
+//! # Layout
+//!
+//! Sans-IO cores, plain functions and state machines tested without sockets:
+//! * [`scenario`]: the scenario file and its stages; [`arrivals`]: constant,
+//!   Poisson and gamma arrival schedules; [`units`]: durations and rates.
+//! * [`session`]: one simulated visitor's protocol v1 state machine;
+//!   [`protocol`]: the frames it sends; [`handshake`]: the client side of the
+//!   opening handshake.
+//! * [`metrics`]: the HdrHistograms and counts; [`budget`], [`slo`]: budgets
+//!   and their verdict.
+//! * [`report`]: JSON, HDR interval logs, JUnit, the SVG plot, the summary.
+//!
+//! I/O shells:
+//! * [`run`]: the monoio workers that only move bytes and time;
+//!   [`target`]: resolving the URL and the source addresses; [`system`]: the
+//!   machine's limits; [`progress`]: the live line.
+//! * [`cli`]: the command line.
+//! * [`testserver`]: a small protocol v1 server for tests and for measuring
+//!   loadgen itself.
 
 pub mod arrivals;
 pub mod budget;

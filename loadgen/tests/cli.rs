@@ -1,6 +1,9 @@
 //! The `loadgen` binary as CI runs it: exit codes, output files, shards and
 //! merge. Every child process is killed if it outlives its deadline.
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! could break them (a figure is never below what the server imposed) and
 //! generous where two-sided (not far above it).
 
+// A test fails by panicking: unwrapping is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

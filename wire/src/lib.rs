@@ -19,7 +19,5 @@
 //!   * [`chat::server`]: server frames ([`chat::server::ServerMsg`]) serialized
 //!     once, then shared by every socket of a session.
 
-#![warn(missing_docs)]
-
 pub mod chat;
 pub mod ws;

@@ -17,7 +17,7 @@ printf '[limits]\nmessage_rate = { per_sec = 10000.0, burst = 10000.0 }\nframe_r
 $B/gateway --listen 127.0.0.1:0 --data-dir $d/data --config $cfg --log warn > $d/out 2>$d/err &
 gp=$!
 for i in $(seq 200); do grep -q LISTENING $d/out && break; sleep 0.05; done
-addr=$(awk '{print $2}' $d/out)
+addr=$(awk '/^LISTENING/{print $2}' $d/out)
 $B/loadgen --url "ws://$addr/ws?site=demo" $LG --quiet --json $d/r.json > $d/lg.out 2>&1 || true
 cpu=$(awk '{print ($14+$15)/100}' /proc/$gp/stat)
 curl -s http://$addr/metrics > $d/metrics

@@ -103,15 +103,6 @@ pub trait Admission {
     }
 }
 
-/// Admits everything.
-pub struct AdmitAll;
-
-impl Admission for AdmitAll {
-    fn admit(&self, _: Ask, _: bool) -> Result<Admitted, Busy> {
-        Ok(Admitted::detached())
-    }
-}
-
 /// The settings a session consults, from the configuration and its site.
 #[derive(Clone, Copy)]
 pub struct Settings<'a> {
@@ -564,6 +555,7 @@ impl Session {
     }
 
     /// Sockets subscribed now.
+    #[cfg(test)]
     pub fn subscribers(&self) -> &[SubId] {
         &self.subs
     }
@@ -585,16 +577,13 @@ impl Session {
     }
 
     /// What the visitor's latest `hello` said about the page.
+    #[cfg(test)]
     pub fn page_info(&self) -> Option<&PageInfo> {
         self.page.as_ref()
     }
 
-    /// The CSAT score the visitor gave, if any.
-    pub fn csat(&self) -> Option<u8> {
-        self.csat
-    }
-
     /// Why the conversation needs a person, if it does.
+    #[cfg(test)]
     pub fn needs_human(&self) -> Option<&str> {
         self.t.as_ref().and_then(|t| t.needs_human.as_deref())
     }
@@ -1507,6 +1496,7 @@ impl Session {
     }
 
     /// Ends a held recv with nothing new (its time is up, or the server is stopping).
+    #[cfg(test)]
     pub fn poll_timeout(&mut self, sub: SubId, out: &mut Vec<Out>) {
         if let Some(p) = self.poll.as_mut() {
             if let Some((held, cursor)) = p.pending {

@@ -49,12 +49,17 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::ids::{ConversationId, SessionKey};
 pub use error::StoreError;
+#[cfg(test)]
+pub(crate) use records::{
+    Assignment, ConversationState, CsatRating, Mark, OfflineMessage, PageInfo,
+};
 pub use records::{
-    Assignment, Author, CannedReply, ConversationState, ConversationSummary, CsatRating,
-    DeskDirectory, Mark, OfflineMessage, PageCursor, PageInfo, StoredAgent, StoredItem,
+    Author, CannedReply, ConversationSummary, DeskDirectory, PageCursor, StoredAgent, StoredItem,
     StoredSession, Transcript, Write,
 };
-pub use stats::{LatencyHistogram, StoreStats, BATCH_BUCKETS, LATENCY_BUCKETS_US};
+pub use stats::StoreStats;
+#[cfg(test)]
+use stats::BATCH_BUCKETS;
 
 use reader::{ReadCmd, ReadConn};
 use writer::{Pending, Unit, WriteCmd, Writer};
@@ -454,11 +459,6 @@ impl Store {
         &self.handle.shared.stats
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Applies every write already queued, answers the reads already queued,
     /// checkpoints the WAL into the database file (`TRUNCATE`), and stops the
     /// threads. Call it after the workers have stopped writing: a write queued
@@ -628,13 +628,9 @@ impl StoreHandle {
         self.read(reply, move |rc| rc.load_desk());
     }
 
-    /// The store's counters.
-    pub fn stats(&self) -> &Arc<StoreStats> {
-        &self.shared.stats
-    }
-
     /// Writes queued and not yet taken by the writer: the gateway can refuse
     /// new messages (`busy`) when this grows past what its ack budget allows.
+    #[cfg(test)]
     pub fn queue_depth(&self) -> u64 {
         self.shared.stats.queue_depth.load(Ordering::Relaxed).max(0) as u64
     }

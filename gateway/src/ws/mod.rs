@@ -8,4 +8,4 @@
 pub mod handshake;
 
 pub use wire::ws::{close, frame, message};
-pub use wire::ws::{Event, Limits, OpCode, ProtocolError, Receiver, Role};
+pub use wire::ws::{Event, Limits, OpCode, Receiver, Role};
