@@ -20,12 +20,7 @@ const TOKEN: &str = "grounding-test-admin-token";
 fn ask(c: &mut Client, id: &str, text: &str) -> (String, Value) {
     c.send(json!({"type": "message", "id": id, "text": text}));
     let seen = c.recv_until("done");
-    let text = seen
-        .iter()
-        .filter(|m| m["type"] == "token")
-        .filter_map(|m| m["text"].as_str())
-        .collect();
-    (text, seen.last().cloned().unwrap_or_default())
+    (token_text(&seen), seen.last().cloned().unwrap_or_default())
 }
 
 fn admin(gw: &Gateway, method: &str, path: &str, body: &[u8]) -> Resp {

@@ -85,11 +85,7 @@ fn answers_stream_from_a_pool_of_servers_over_http() {
             &format!("question number {i} about shipping"),
         );
         assert_eq!(seen[0]["type"], "ack");
-        let text: String = seen
-            .iter()
-            .filter(|m| m["type"] == "token")
-            .map(|m| m["text"].as_str().unwrap())
-            .collect();
+        let text = token_text(&seen);
         assert!(
             text.contains(&format!("question number {i}")),
             "the answer comes from the simulated model: {text}"
@@ -226,15 +222,7 @@ fn a_surge_beyond_capacity_is_refused_with_busy() {
         config: Some(cfg),
         ..Default::default()
     });
-    let mut clients: Vec<Client> = (0..24)
-        .map(|_| connect(&gw, "/ws?site=demo", None, None).unwrap())
-        .collect();
-    for c in &mut clients {
-        c.hello();
-    }
-    for c in &mut clients {
-        c.send(json!({"type": "message", "id": "s1", "text": "everyone asks at once"}));
-    }
+    let mut clients = everyone_asks_at_once(&gw, 24);
     let (mut acked, mut busy) = (0, 0);
     for c in &mut clients {
         // Exactly one of ack or busy for each message.
@@ -299,14 +287,9 @@ fn a_visitor_who_leaves_has_the_reply_cancelled_upstream() {
     c.send(json!({"type": "message", "id": "bye", "text": "tell me everything"}));
     c.recv_until("token");
     drop(c);
-    let deadline = Instant::now() + WAIT;
-    while metric(&gw, "lc_inference_cancelled_total") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned reply was never cancelled"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the abandoned reply was never cancelled", WAIT, || {
+        (metric(&gw, "lc_inference_cancelled_total") > 0).then_some(())
+    });
 }
 
 /// Issue 12's lock-out: a surge the pool could not keep up with (the
@@ -331,15 +314,7 @@ fn an_idle_pool_admits_after_a_surge(driver: &str) {
         config: Some(cfg),
         ..Default::default()
     });
-    let mut clients: Vec<Client> = (0..30)
-        .map(|_| connect(&gw, "/ws?site=demo", None, None).unwrap())
-        .collect();
-    for c in &mut clients {
-        c.hello();
-    }
-    for c in &mut clients {
-        c.send(json!({"type": "message", "id": "s1", "text": "everyone asks at once"}));
-    }
+    let clients = everyone_asks_at_once(&gw, 30);
     let mut admitted = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
         let m = ack_or_error(&mut c);
@@ -358,11 +333,11 @@ fn an_idle_pool_admits_after_a_surge(driver: &str) {
     }
     drop(admitted);
     // Everything answered or abandoned: nothing queued or in flight.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&gw, "lc_inference_in_flight") > 0 || metric(&gw, "lc_inference_queue_depth") > 0 {
-        assert!(Instant::now() < deadline, "the pool never drained");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the pool never drained", Duration::from_secs(20), || {
+        let idle = metric(&gw, "lc_inference_in_flight") == 0
+            && metric(&gw, "lc_inference_queue_depth") == 0;
+        idle.then_some(())
+    });
     // A lone visitor is admitted, every time.
     let mut c = connect(&gw, "/ws?site=demo", None, None).unwrap();
     c.hello();
@@ -373,3 +348,18 @@ fn an_idle_pool_admits_after_a_surge(driver: &str) {
 }
 
 both_drivers!(an_idle_pool_admits_after_a_surge);
+
+/// `n` visitors of the demo site, each sending one message (`s1`) as soon as
+/// they are all connected.
+fn everyone_asks_at_once(gw: &Gateway, n: usize) -> Vec<Client> {
+    let mut clients: Vec<Client> = (0..n)
+        .map(|_| connect(gw, "/ws?site=demo", None, None).unwrap())
+        .collect();
+    for c in &mut clients {
+        c.hello();
+    }
+    for c in &mut clients {
+        c.send(json!({"type": "message", "id": "s1", "text": "everyone asks at once"}));
+    }
+    clients
+}

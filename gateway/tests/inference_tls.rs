@@ -97,11 +97,7 @@ fn answers_over_https_with_a_private_ca(driver: &str) {
     c.hello();
     c.send(json!({"type": "message", "id": "m1", "text": "where is my parcel?"}));
     let seen = c.recv_until("done");
-    let text: String = seen
-        .iter()
-        .filter(|m| m["type"] == "token")
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let text = token_text(&seen);
     assert!(
         text.contains("where is my parcel?"),
         "the answer came from the server over TLS: {seen:?}"
@@ -132,18 +128,12 @@ fn a_wrong_key_is_logged_at_start(driver: &str) {
         ..Default::default()
     });
     let needle = format!("inference endpoint {url}: the key was refused");
-    let deadline = std::time::Instant::now() + WAIT;
-    let line = loop {
-        if let Some(l) = gw.log().lines().find(|l| l.contains(&needle)) {
-            break l.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no probe line: {}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let line = eventually("no probe line in the gateway's log", WAIT, || {
+        gw.log()
+            .lines()
+            .find(|l| l.contains(&needle))
+            .map(str::to_string)
+    });
     assert!(line.contains("HTTP 401"), "{line}");
     assert!(!gw.log().contains("sk-wrong-key-here"));
 }

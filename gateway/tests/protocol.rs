@@ -114,11 +114,7 @@ fn reply_continues_on_new_socket(driver: &str) {
     assert_eq!(streaming[0]["in_reply_to"], "q");
     let so_far = streaming[0]["text"].as_str().unwrap().to_owned();
     let rest = b.recv_until("done");
-    let tail: String = rest
-        .iter()
-        .filter(|m| m["type"] == "token")
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let tail = token_text(&rest);
     let whole = format!("{so_far}{tail}");
     assert!(whole.contains("a question with a long answer"), "{whole}");
     assert!(whole.starts_with("Thanks"), "{whole}");

@@ -254,33 +254,31 @@ pub fn predict_ttft(s: &Snapshot, ask: &Ask, cfg: &AdmissionConfig) -> Duration 
     }
 }
 
-/// Admits a request, or says by how much it would miss the budget. `line`
-/// is the time the places booked ahead of it take (zero for a resend
-/// holding its own). With no usable endpoint it admits: the request then
-/// fails at once as unavailable (the gateway stores the message and offers
-/// a person), which is the answer for a pool that is down rather than busy.
+/// Admits a request with its predicted time to first token, or says by how
+/// much it would miss the budget. `line` is the time the places booked ahead
+/// of it take (zero for a resend holding its own). With no usable endpoint it
+/// admits: the request then fails at once as unavailable (the gateway stores
+/// the message and offers a person), which is the answer for a pool that is
+/// down rather than busy.
 pub fn decide(
     s: &Snapshot,
     ask: &Ask,
     line: Duration,
     cfg: &AdmissionConfig,
-) -> Result<(), Duration> {
-    if s.capacity == 0 {
-        return Ok(());
-    }
+) -> Result<Duration, Duration> {
     let queued = s.queued + s.unpublished;
-    if queued >= cfg.queue_capacity as u64 {
+    if s.capacity > 0 && queued >= cfg.queue_capacity as u64 {
         let over = queued + 1 - cfg.queue_capacity as u64;
         return Err(s.service.mul_f64(over as f64 / s.capacity as f64));
     }
-    if s.idle() && line.is_zero() {
-        return Ok(());
+    let predicted = predict_ttft(s, ask, cfg);
+    if s.capacity == 0 || (s.idle() && line.is_zero()) {
+        return Ok(predicted);
     }
-    let predicted = predict_ttft(s, ask, cfg) + line;
-    if predicted > cfg.ttft_budget {
-        return Err(predicted - cfg.ttft_budget);
+    if predicted + line > cfg.ttft_budget {
+        return Err(predicted + line - cfg.ttft_budget);
     }
-    Ok(())
+    Ok(predicted)
 }
 
 /// The virtual line of places booked by refusals, shared by every worker

@@ -526,3 +526,25 @@ pub fn parse_response(all: &[u8]) -> Resp {
         body: all[n..].to_vec(),
     }
 }
+
+/// The text of the `token`s among `seen`, in order: a streamed reply.
+pub fn token_text(seen: &[serde_json::Value]) -> String {
+    seen.iter()
+        .filter(|m| m["type"] == "token")
+        .filter_map(|m| m["text"].as_str())
+        .collect()
+}
+
+/// Waits, at most `within`, for `found` to find something the gateway does
+/// in its own time (a metric that moves, a log line); fails the test with
+/// `what` if it never does. It polls: the gateway offers no event to wait on.
+pub fn eventually<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = found() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -438,11 +438,11 @@ impl Client {
             places.ahead(now, cfg.ttft_budget).mul_f64(show)
         };
         match admission::decide(&s, &ask, line, cfg) {
-            Ok(()) => {
+            Ok(predicted) => {
                 self.counters.admitted.inc();
                 Ok(Admitted {
                     counters: Some(self.counters.clone()),
-                    prediction: Some((now, admission::predict_ttft(&s, &ask, cfg))),
+                    prediction: Some((now, predicted)),
                 })
             }
             Err(excess) => {
