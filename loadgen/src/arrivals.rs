@@ -66,6 +66,22 @@ impl Profile {
             .sum()
     }
 
+    /// The area under the curve between `a` and `b` (`a <= b`): the expected
+    /// arrivals in that window for a rate.
+    pub fn integral_between(&self, a: f64, b: f64) -> f64 {
+        if b <= a {
+            return 0.0;
+        }
+        // The left limit at b: a step exactly at b belongs to the next window.
+        let left_of_b = b - (b.abs() * f64::EPSILON * 4.0).max(1e-12);
+        let mut pts = vec![(a, self.at(a))];
+        pts.extend(self.knots.iter().copied().filter(|k| k.0 > a && k.0 < b));
+        pts.push((b, self.at(left_of_b)));
+        pts.windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+            .sum()
+    }
+
     /// Every value multiplied by `k`.
     pub fn scaled(&self, k: f64) -> Profile {
         Profile::new(self.knots.iter().map(|&(t, v)| (t, v * k)).collect())
@@ -181,6 +197,34 @@ impl Iterator for Arrivals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_of_a_profile_add_up_to_its_integral() {
+        // 10/s for 2 s, a step to 30/s for 1 s, then a ramp down to 0 over 2 s.
+        let p = Profile::new(vec![
+            (0.0, 10.0),
+            (2.0, 10.0),
+            (2.0, 30.0),
+            (3.0, 30.0),
+            (5.0, 0.0),
+        ]);
+        assert!((p.integral_between(0.0, 1.0) - 10.0).abs() < 1e-9);
+        assert!(
+            (p.integral_between(1.0, 2.0) - 10.0).abs() < 1e-6,
+            "the step at 2 s is the next window's"
+        );
+        assert!((p.integral_between(2.0, 3.0) - 30.0).abs() < 1e-9);
+        assert!((p.integral_between(3.0, 4.0) - 22.5).abs() < 1e-9);
+        let whole: f64 = (0..6)
+            .map(|s| p.integral_between(s as f64, s as f64 + 1.0))
+            .sum();
+        assert!(
+            (whole - p.integral()).abs() < 1e-6,
+            "{whole} vs {}",
+            p.integral()
+        );
+        assert_eq!(p.integral_between(6.0, 7.0), 0.0);
+    }
 
     fn flat(rate: f64, secs: f64) -> Profile {
         Profile::new(vec![(0.0, rate), (secs, rate)])

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -106,7 +107,7 @@ pub enum BudgetError {
     )]
     NoOp(String),
     /// Unknown left-hand side.
-    #[error("budget '{budget}': unknown subject '{subject}'; use FIGURE.STAT (figures connect, rtt, ttft, itl, reply; stats p50, p90, p99, p99.9, p999, min, max, mean), errors, busy, goodput, sessions or rate")]
+    #[error("budget '{budget}': unknown subject '{subject}'; use FIGURE.STAT (figures connect, rtt, ttft, itl, reply, tpot; stats p50, p90, p99, p99.9, p999, min, max, mean), errors, busy, goodput, sessions or rate")]
     Subject {
         /// The budget.
         budget: String,
@@ -350,10 +351,108 @@ pub fn evaluate_all(budgets: &[Budget], facts: &Facts<'_>) -> Vec<Outcome> {
     budgets.iter().map(|b| b.evaluate(facts)).collect()
 }
 
+/// `--abort-on-fail`: end a run early once its budgets have stopped holding
+/// for long enough.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AbortRule {
+    /// Budgets are not judged before this far into the stages.
+    pub grace: Duration,
+    /// How long a breach must last before the run ends.
+    pub after: Duration,
+}
+
+/// Why a run ended early.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aborted {
+    /// Seconds into the stages when it ended.
+    pub at_s: f64,
+    /// Seconds into the stages when the breach began.
+    pub breach_since_s: f64,
+    /// The budgets that did not hold.
+    pub budgets: Vec<String>,
+}
+
+/// Watches the budgets' verdicts second by second and says when a breach
+/// has lasted `after` (a sans-IO state machine: the run's shell judges the
+/// budgets over everything measured so far and feeds the verdicts here).
+#[derive(Debug, Clone)]
+pub struct AbortWatch {
+    rule: AbortRule,
+    breach_since: Option<f64>,
+}
+
+impl AbortWatch {
+    /// A watch for `rule`.
+    pub fn new(rule: AbortRule) -> AbortWatch {
+        AbortWatch {
+            rule,
+            breach_since: None,
+        }
+    }
+
+    /// The verdicts at `t` seconds into the stages; `Some` when the run is
+    /// to end now.
+    pub fn observe(&mut self, t: f64, outcomes: &[Outcome]) -> Option<Aborted> {
+        let failing: Vec<String> = outcomes
+            .iter()
+            .filter(|o| !o.pass)
+            .map(|o| o.budget.clone())
+            .collect();
+        if t < self.rule.grace.as_secs_f64() || failing.is_empty() {
+            self.breach_since = None;
+            return None;
+        }
+        let since = *self.breach_since.get_or_insert(t);
+        (t - since >= self.rule.after.as_secs_f64()).then_some(Aborted {
+            at_s: t,
+            breach_since_s: since,
+            budgets: failing,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::Recorder;
+
+    #[test]
+    fn a_breach_ends_the_run_only_after_the_grace_and_once_it_lasts() {
+        let verdict = |pass: bool| {
+            vec![Outcome {
+                budget: "rtt.p99<80ms".into(),
+                pass,
+                observed: String::new(),
+                observed_value: None,
+                limit_value: 80_000.0,
+                unit: "us".into(),
+            }]
+        };
+        let mut w = AbortWatch::new(AbortRule {
+            grace: Duration::from_secs(2),
+            after: Duration::from_secs(3),
+        });
+        assert_eq!(w.observe(1.0, &verdict(false)), None, "in the grace");
+        assert_eq!(w.observe(2.0, &verdict(false)), None, "the breach begins");
+        assert_eq!(w.observe(3.0, &verdict(false)), None);
+        assert_eq!(
+            w.observe(4.0, &verdict(true)),
+            None,
+            "it held again: start over"
+        );
+        assert_eq!(w.observe(5.0, &verdict(false)), None);
+        assert_eq!(w.observe(7.0, &verdict(false)), None);
+        let a = w
+            .observe(8.0, &verdict(false))
+            .expect("three seconds of breach");
+        assert_eq!((a.at_s, a.breach_since_s), (8.0, 5.0));
+        assert_eq!(a.budgets, ["rtt.p99<80ms"]);
+        let mut at_once = AbortWatch::new(AbortRule {
+            grace: Duration::ZERO,
+            after: Duration::ZERO,
+        });
+        assert!(at_once.observe(1.0, &verdict(false)).is_some());
+    }
 
     fn b(s: &str) -> Budget {
         s.parse().unwrap()
@@ -416,7 +515,7 @@ mod tests {
     fn evaluates_against_totals() {
         let mut r = Recorder::default();
         for us in 1..=1000u64 {
-            r.record(Figure::Rtt, us * 100); // 0.1ms .. 100ms
+            r.record(crate::metrics::Mark::Stage(0), Figure::Rtt, us * 100); // 0.1ms .. 100ms
         }
         r.counters().sent = 1000;
         r.counters().good = 995;

@@ -34,23 +34,43 @@ pub fn new_key(rng: &mut fastrand::Rng) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The upgrade request for `target`, with the target's own `Origin`.
-pub fn request(target: &Target, key: &str) -> Vec<u8> {
+/// The cookie that carries a chat session (PROTOCOL.md, Transport).
+pub const SESSION_COOKIE: &str = "lc_session";
+
+/// The upgrade request for `target`, with the target's own `Origin`;
+/// `cookie` (`lc_session=...`, from an earlier upgrade) resumes a session.
+pub fn request(target: &Target, key: &str, cookie: Option<&str>) -> Vec<u8> {
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\nUser-Agent: loadgen/{version}\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\nUser-Agent: loadgen/{version}\r\n{cookie}\r\n",
         path = target.path,
         host = target.host_header(),
         origin = target.origin(),
         version = env!("CARGO_PKG_VERSION"),
+        cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n")),
     )
     .into_bytes()
 }
 
+/// An accepted upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Length of the response head; bytes after it are WebSocket frames.
+    pub head_len: usize,
+    /// `lc_session=...` from `Set-Cookie`, to send back on a reconnect.
+    pub session_cookie: Option<String>,
+}
+
+/// The `name=value` of the session cookie in a `Set-Cookie` value.
+pub fn session_cookie(set_cookie: &str) -> Option<String> {
+    let pair = set_cookie.split(';').next()?.trim();
+    let (name, value) = pair.split_once('=')?;
+    (name.trim() == SESSION_COOKIE && !value.trim().is_empty()).then(|| pair.to_string())
+}
+
 /// Reads the response head at the front of `buf`.
 ///
-/// `Ok(None)`: not complete yet. `Ok(Some(n))`: accepted; the head is `n`
-/// bytes and any bytes after it are already WebSocket frames.
-pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeError> {
+/// `Ok(None)`: not complete yet. `Ok(Some(_))`: accepted.
+pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<Accepted>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(buf) {
@@ -80,7 +100,15 @@ pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeE
     if header("sec-websocket-accept").as_deref() != Some(expected.as_str()) {
         return Err(HandshakeError::BadAccept);
     }
-    Ok(Some(n))
+    let session_cookie = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|h| session_cookie(&String::from_utf8_lossy(h.value)));
+    Ok(Some(Accepted {
+        head_len: n,
+        session_cookie,
+    }))
 }
 
 #[cfg(test)]
@@ -90,12 +118,15 @@ mod tests {
     #[test]
     fn request_names_host_origin_and_key() {
         let t = Target::parse("ws://127.0.0.1:9000/ws?site=demo").unwrap();
-        let r = String::from_utf8(request(&t, "dGhlIHNhbXBsZSBub25jZQ==")).unwrap();
+        let r = String::from_utf8(request(&t, "dGhlIHNhbXBsZSBub25jZQ==", None)).unwrap();
         assert!(r.starts_with("GET /ws?site=demo HTTP/1.1\r\n"));
         assert!(r.contains("\r\nHost: 127.0.0.1:9000\r\n"));
         assert!(r.contains("\r\nOrigin: http://127.0.0.1:9000\r\n"));
         assert!(r.contains("\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
+        assert!(!r.contains("Cookie"));
+        let again = String::from_utf8(request(&t, "k", Some("lc_session=abc"))).unwrap();
+        assert!(again.contains("\r\nCookie: lc_session=abc\r\n") && again.ends_with("\r\n\r\n"));
         let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(new_key(&mut rng).len(), 24);
     }
@@ -109,7 +140,22 @@ mod tests {
         for cut in 0..head.len() {
             assert_eq!(parse_response(&bytes[..cut], key), Ok(None), "cut {cut}");
         }
-        assert_eq!(parse_response(&bytes, key), Ok(Some(head.len())));
+        assert_eq!(
+            parse_response(&bytes, key),
+            Ok(Some(Accepted {
+                head_len: head.len(),
+                session_cookie: None
+            }))
+        );
+        let with_cookie = head.replace(
+            "\r\n\r\n",
+            "\r\nSet-Cookie: other=1\r\nSet-Cookie: lc_session=tok123; HttpOnly; SameSite=Lax; Path=/\r\n\r\n",
+        );
+        let a = parse_response(with_cookie.as_bytes(), key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.session_cookie.as_deref(), Some("lc_session=tok123"));
+        assert_eq!(session_cookie("lc_session=; Path=/"), None);
     }
 
     #[test]

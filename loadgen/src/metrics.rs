@@ -33,16 +33,22 @@ pub enum Figure {
     Itl,
     /// `message` sent (or due) to its `done`.
     Reply,
+    /// Time per output token after the first: `(reply - ttft) / (tokens - 1)`,
+    /// one sample per reply of two tokens or more (as `vllm bench serve`'s
+    /// TPOT). Direct mode always records it; through `/ws` a token frame is
+    /// counted as one token.
+    Tpot,
 }
 
 impl Figure {
     /// Every figure, in report order.
-    pub const ALL: [Figure; 5] = [
+    pub const ALL: [Figure; 6] = [
         Figure::Connect,
         Figure::Rtt,
         Figure::Ttft,
         Figure::Itl,
         Figure::Reply,
+        Figure::Tpot,
     ];
 
     /// The name used in budgets, SLOs and reports.
@@ -53,6 +59,7 @@ impl Figure {
             Figure::Ttft => "ttft",
             Figure::Itl => "itl",
             Figure::Reply => "reply",
+            Figure::Tpot => "tpot",
         }
     }
 
@@ -213,6 +220,23 @@ pub struct Counters {
     /// Of those, acked the second time.
     #[serde(default)]
     pub resent_acked: u64,
+    /// Output tokens of completed replies: the server's `usage` in direct
+    /// mode when it sends it (else one per streamed chunk), token frames
+    /// through `/ws`.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Prompt tokens of the requests sent in direct mode (the server's
+    /// `usage`, else loadgen's estimate).
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Reconnects of scripted conversations (a reload, back from offline)
+    /// that reached `welcome`.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Of those, welcomed with `resumed: true`: the session was taken up
+    /// again with its history.
+    #[serde(default)]
+    pub resumed: u64,
     /// Frames about a message that had already been settled (a late `ack`
     /// after a timeout, say) or that loadgen never sent. Not errors.
     pub late: u64,
@@ -234,6 +258,10 @@ impl Counters {
         self.resent += other.resent;
         self.resent_acked += other.resent_acked;
         self.late += other.late;
+        self.output_tokens += other.output_tokens;
+        self.input_tokens += other.input_tokens;
+        self.reconnects += other.reconnects;
+        self.resumed += other.resumed;
         for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
             *a += b;
         }
@@ -259,7 +287,7 @@ impl Counters {
 #[derive(Debug, Clone)]
 pub struct Interval {
     /// One histogram per [`Figure`], in microseconds.
-    pub hist: [Histogram<u64>; 5],
+    pub hist: [Histogram<u64>; Figure::ALL.len()],
     /// How late loadgen sent open-model messages after they were due, in
     /// microseconds: its own share of every figure.
     pub send_lag: Histogram<u64>,
@@ -295,16 +323,89 @@ impl Interval {
     }
 }
 
-/// Where a worker records what its sessions observe.
+/// Whether something a run observes is measured, and in which stage: a
+/// message belongs to the stage it was due (or sent) in, a session to the
+/// stage its connect started in, however long either takes to settle. A
+/// message of a scripted conversation also belongs to its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// During warm-up: not measured.
+    Warmup,
+    /// Measured, in the stage of this index.
+    Stage(u16),
+    /// Measured, in this stage and as the `turn`th message (1-based) of a
+    /// scripted conversation.
+    Turn {
+        /// Stage index.
+        stage: u16,
+        /// The message's place in its conversation, from 1.
+        turn: u16,
+    },
+}
+
+impl Mark {
+    /// Whether it is measured.
+    pub fn counted(self) -> bool {
+        !matches!(self, Mark::Warmup)
+    }
+
+    /// The same mark as the `turn`th message of a conversation (nothing
+    /// during warm-up).
+    pub fn with_turn(self, turn: u16) -> Mark {
+        match self {
+            Mark::Warmup => Mark::Warmup,
+            Mark::Stage(stage) | Mark::Turn { stage, .. } => Mark::Turn { stage, turn },
+        }
+    }
+}
+
+/// Where a worker records what its sessions observe: the current second's
+/// interval (taken once a second), each stage's and each conversation
+/// turn's (taken at the end).
 #[derive(Debug, Default)]
 pub struct Recorder {
     current: Interval,
+    stages: Vec<Interval>,
+    turns: Vec<Interval>,
+}
+
+fn slot(v: &mut Vec<Interval>, i: usize) -> &mut Interval {
+    if v.len() <= i {
+        v.resize_with(i + 1, Interval::default);
+    }
+    &mut v[i]
 }
 
 impl Recorder {
-    /// Records one latency sample.
-    pub fn record(&mut self, figure: Figure, us: u64) {
-        self.current.hist[figure.index()].saturating_record(us.min(MAX_US));
+    /// Applies `f` to every interval `mark` belongs to.
+    fn each(&mut self, mark: Mark, mut f: impl FnMut(&mut Interval)) {
+        let (stage, turn) = match mark {
+            Mark::Warmup => return,
+            Mark::Stage(s) => (s, None),
+            Mark::Turn { stage, turn } => (stage, Some(turn)),
+        };
+        f(&mut self.current);
+        f(slot(&mut self.stages, usize::from(stage)));
+        if let Some(t) = turn.filter(|t| *t > 0) {
+            f(slot(&mut self.turns, usize::from(t - 1)));
+        }
+    }
+
+    /// Records one latency sample of something marked `mark` (nothing
+    /// during warm-up).
+    pub fn record(&mut self, mark: Mark, figure: Figure, us: u64) {
+        let v = us.min(MAX_US);
+        self.each(mark, |iv| iv.hist[figure.index()].saturating_record(v));
+    }
+
+    /// Bumps counters of something marked `mark` (nothing during warm-up).
+    pub fn count(&mut self, mark: Mark, bump: impl Fn(&mut Counters)) {
+        self.each(mark, |iv| bump(&mut iv.counters));
+    }
+
+    /// Counts one error of something marked `mark` (nothing during warm-up).
+    pub fn error_at(&mut self, mark: Mark, kind: ErrorKind) {
+        self.count(mark, |c| c.errors[kind.index()] += 1);
     }
 
     /// Records how late a message was sent after it was due.
@@ -312,12 +413,13 @@ impl Recorder {
         self.current.send_lag.saturating_record(us.min(MAX_US));
     }
 
-    /// Counts one error.
+    /// Counts one error that belongs to no stage (a read failure, say).
     pub fn error(&mut self, kind: ErrorKind) {
         self.current.counters.errors[kind.index()] += 1;
     }
 
-    /// The counters, to bump directly.
+    /// The current second's counters, for counts that belong to no stage
+    /// (late frames, warm-up sessions).
     pub fn counters(&mut self) -> &mut Counters {
         &mut self.current.counters
     }
@@ -332,6 +434,16 @@ impl Recorder {
         let mut fresh = Interval::default();
         std::mem::swap(&mut fresh, &mut self.current);
         fresh
+    }
+
+    /// Takes each stage's measurements, by stage index.
+    pub fn take_stages(&mut self) -> Vec<Interval> {
+        std::mem::take(&mut self.stages)
+    }
+
+    /// Takes each conversation turn's measurements (index 0 is turn 1).
+    pub fn take_turns(&mut self) -> Vec<Interval> {
+        std::mem::take(&mut self.turns)
     }
 }
 
@@ -358,15 +470,16 @@ mod tests {
     #[test]
     fn intervals_add_losslessly() {
         let mut r = Recorder::default();
-        r.record(Figure::Rtt, 100);
-        r.record(Figure::Rtt, 200);
-        r.error(ErrorKind::Busy);
-        r.error(ErrorKind::Timeout);
-        r.counters().sent += 2;
+        let m = Mark::Stage(0);
+        r.record(m, Figure::Rtt, 100);
+        r.record(m, Figure::Rtt, 200);
+        r.error_at(m, ErrorKind::Busy);
+        r.error_at(m, ErrorKind::Timeout);
+        r.count(m, |c| c.sent += 2);
         let a = r.take();
         assert_eq!(r.peek().figure(Figure::Rtt).len(), 0);
-        r.record(Figure::Rtt, 300);
-        r.counters().sent += 1;
+        r.record(m, Figure::Rtt, 300);
+        r.count(m, |c| c.sent += 1);
         let b = r.take();
         let mut total = Interval::default();
         total.add(&a);
@@ -379,9 +492,48 @@ mod tests {
     }
 
     #[test]
+    fn stages_get_what_was_due_in_them_and_warm_up_nothing() {
+        let mut r = Recorder::default();
+        r.record(Mark::Warmup, Figure::Rtt, 50);
+        r.count(Mark::Warmup, |c| c.sent += 1);
+        r.record(Mark::Stage(0), Figure::Rtt, 100);
+        r.record(Mark::Stage(2), Figure::Rtt, 300);
+        r.count(Mark::Stage(2), |c| c.sent += 1);
+        r.error_at(Mark::Stage(2), ErrorKind::Busy);
+        let second = r.take();
+        assert_eq!(
+            second.figure(Figure::Rtt).len(),
+            2,
+            "warm-up is not measured"
+        );
+        assert_eq!(second.counters.sent, 1);
+        let stages = r.take_stages();
+        assert_eq!(stages.len(), 3);
+        assert_eq!(stages[0].figure(Figure::Rtt).len(), 1);
+        assert_eq!(stages[1].figure(Figure::Rtt).len(), 0);
+        assert_eq!(stages[2].figure(Figure::Rtt).max(), 300);
+        assert_eq!(stages[2].counters.error(ErrorKind::Busy), 1);
+        assert!(r.take_turns().is_empty());
+        let turn = Mark::Stage(1).with_turn(3);
+        r.record(turn, Figure::Ttft, 900);
+        r.count(turn, |c| c.sent += 1);
+        assert_eq!(Mark::Warmup.with_turn(3), Mark::Warmup);
+        let turns = r.take_turns();
+        assert_eq!(turns.len(), 3);
+        assert_eq!(turns[2].counters.sent, 1);
+        assert_eq!(turns[2].figure(Figure::Ttft).len(), 1);
+        assert_eq!(
+            r.take_stages()[1].counters.sent,
+            1,
+            "a turn is its stage's too"
+        );
+        assert_eq!(r.take().counters.sent, 1);
+    }
+
+    #[test]
     fn huge_values_saturate_instead_of_failing() {
         let mut r = Recorder::default();
-        r.record(Figure::Reply, u64::MAX);
+        r.record(Mark::Stage(0), Figure::Reply, u64::MAX);
         assert_eq!(r.peek().figure(Figure::Reply).len(), 1);
     }
 }

@@ -11,12 +11,7 @@ use wire::ws::OpCode;
 
 /// Appends a masked `hello` frame.
 pub fn encode_hello(out: &mut Vec<u8>, mask: [u8; 4]) {
-    encode_frame(
-        out,
-        OpCode::Text,
-        br#"{"type":"hello","lang":"en","page":"/loadgen"}"#,
-        Some(mask),
-    );
+    encode_frame(out, OpCode::Text, HELLO_JSON, Some(mask));
 }
 
 /// A text ready to go in a `message`: its JSON string literal, quotes included.
@@ -39,19 +34,39 @@ pub fn encode_message(
     text: &Text,
     mask: [u8; 4],
 ) {
-    use std::io::Write;
     scratch.clear();
-    let _ = write!(
-        scratch,
-        r#"{{"type":"message","id":"m{n}","text":{}}}"#,
-        text.0
-    );
+    message_json(scratch, n, text);
     encode_frame(out, OpCode::Text, scratch, Some(mask));
 }
+
+/// Appends the JSON of a `message` with id `m<n>` (no framing: the
+/// long-polling transport sends it in a JSON array).
+pub fn message_json(out: &mut Vec<u8>, n: u64, text: &Text) {
+    use std::io::Write;
+    let _ = write!(out, r#"{{"type":"message","id":"m{n}","text":{}}}"#, text.0);
+}
+
+/// The JSON of the `hello` every session starts with.
+pub const HELLO_JSON: &[u8] = br#"{"type":"hello","lang":"en","page":"/loadgen"}"#;
 
 /// Appends a masked normal-closure frame.
 pub fn encode_goodbye(out: &mut Vec<u8>, mask: [u8; 4]) {
     encode_close(out, wire::ws::close::NORMAL, "loadgen done", Some(mask));
+}
+
+/// Appends a masked `human`: the visitor asks for a person.
+pub fn encode_human(out: &mut Vec<u8>, reason: Option<&str>, mask: [u8; 4]) {
+    let json = match reason {
+        Some(r) => serde_json::json!({"type": "human", "reason": r}),
+        None => serde_json::json!({"type": "human"}),
+    };
+    encode_frame(out, OpCode::Text, json.to_string().as_bytes(), Some(mask));
+}
+
+/// Appends a masked `csat` rating of 1-5.
+pub fn encode_csat(out: &mut Vec<u8>, score: u8, mask: [u8; 4]) {
+    let json = format!(r#"{{"type":"csat","score":{score}}}"#);
+    encode_frame(out, OpCode::Text, json.as_bytes(), Some(mask));
 }
 
 /// Appends a masked pong answering a ping.
@@ -67,8 +82,11 @@ pub fn parse_id(id: &str) -> Option<u64> {
 /// A server frame, reduced to what attributes figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerFrame {
-    /// Session ready.
-    Welcome,
+    /// Session ready; `resumed` when an earlier session was taken up again.
+    Welcome {
+        /// The server resumed the session the cookie named.
+        resumed: bool,
+    },
     /// A message stored; `id` is the client's id number.
     Ack(Option<u64>),
     /// A piece of a reply to message `in_reply_to`.
@@ -100,6 +118,8 @@ struct Raw<'a> {
     code: Option<Cow<'a, str>>,
     #[serde(default)]
     retry_after_ms: Option<u64>,
+    #[serde(default)]
+    resumed: bool,
 }
 
 /// Parses a server text frame in place (simd-json rewrites the buffer).
@@ -107,7 +127,9 @@ pub fn parse_server(payload: &mut [u8]) -> Result<ServerFrame, String> {
     let raw: Raw<'_> = simd_json::serde::from_slice(payload).map_err(|e| e.to_string())?;
     let id = |v: &Option<Cow<'_, str>>| v.as_deref().and_then(parse_id);
     Ok(match raw.kind.as_ref() {
-        "welcome" => ServerFrame::Welcome,
+        "welcome" => ServerFrame::Welcome {
+            resumed: raw.resumed,
+        },
         "ack" => ServerFrame::Ack(id(&raw.id)),
         "token" => ServerFrame::Token(id(&raw.in_reply_to)),
         "done" => ServerFrame::Done(id(&raw.in_reply_to)),
@@ -160,7 +182,11 @@ mod tests {
             p(
                 r##"{"type":"welcome","conversation":"c1","resumed":false,"history":[{"seq":1,"from":"ai","text":"x","ts":1,"sources":[{"chunk":"a","score":0.5}]}],"config":{"theme":{"color":"#fff"},"triggers":[]}}"##
             ),
-            ServerFrame::Welcome
+            ServerFrame::Welcome { resumed: false }
+        );
+        assert_eq!(
+            p(r#"{"type":"welcome","conversation":"c1","resumed":true,"history":[],"config":{}}"#),
+            ServerFrame::Welcome { resumed: true }
         );
         assert_eq!(
             p(r#"{"type":"ack","id":"m7","seq":3}"#),

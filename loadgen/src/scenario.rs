@@ -11,8 +11,11 @@ use thiserror::Error;
 
 use crate::arrivals::{ArrivalKind, Profile};
 use crate::budget::Budget;
+use crate::conversation::Conversation;
+use crate::direct::{DirectError, DirectOptions};
 use crate::slo::Slo;
 use crate::target::{Target, TargetError};
+use crate::trace::{Trace, TraceError};
 use crate::units::Dur;
 
 /// How a stage moves from the previous stage's targets to its own.
@@ -68,6 +71,33 @@ pub enum ThinkDist {
     Exponential,
 }
 
+/// How sessions reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// One WebSocket per session (`/ws`).
+    #[default]
+    Ws,
+    /// The long-polling fallback: `POST /poll/send` and a held
+    /// `GET /poll/recv`, two keep-alive connections per session.
+    Poll,
+}
+
+impl Transport {
+    /// Whether it is the default (left out of written scenarios).
+    pub fn is_ws(&self) -> bool {
+        *self == Transport::Ws
+    }
+
+    /// TCP connections one session holds.
+    pub fn connections_per_session(self) -> u64 {
+        match self {
+            Transport::Ws => 1,
+            Transport::Poll => crate::poll::CONNECTIONS_PER_SESSION,
+        }
+    }
+}
+
 fn default_connect_rate() -> f64 {
     5_000.0
 }
@@ -103,6 +133,9 @@ pub struct Scenario {
     /// Open or closed.
     #[serde(default)]
     pub model: Model,
+    /// WebSocket (the default) or the long-polling fallback.
+    #[serde(default, skip_serializing_if = "Transport::is_ws")]
+    pub transport: Transport,
     /// Arrival process of the open model.
     #[serde(default)]
     pub arrivals: ArrivalKind,
@@ -142,6 +175,22 @@ pub struct Scenario {
     /// Budgets the run must meet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<Budget>,
+    /// Direct mode's options (`[direct]`), for an `http(s)://` target: the
+    /// API, the served model, the prompts. The API key is never in a file.
+    #[serde(default, skip_serializing_if = "DirectOptions::is_unset")]
+    pub direct: DirectOptions,
+    /// A JSONL trace to replay (`--trace`): its messages at their times on
+    /// their sessions, instead of arrivals and session targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<PathBuf>,
+    /// Scripted visitors (`[[conversation]]`): when given, every session
+    /// plays one of them instead of sending on the open or closed model.
+    #[serde(
+        default,
+        rename = "conversation",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub conversations: Vec<Conversation>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
 }
@@ -176,6 +225,12 @@ pub enum ScenarioError {
     /// The URL is unusable.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The trace cannot be replayed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// Direct mode cannot start (its prompts file, its TLS settings).
+    #[error(transparent)]
+    Direct(#[from] DirectError),
     /// A value out of range, with what to do.
     #[error("{0}")]
     Invalid(String),
@@ -199,6 +254,7 @@ impl Scenario {
             seed: 0,
             connect_rate: default_connect_rate(),
             model: Model::Open,
+            transport: Transport::Ws,
             arrivals: ArrivalKind::default(),
             burstiness: 1.0,
             think: None,
@@ -211,6 +267,9 @@ impl Scenario {
             texts_file: None,
             slos: Vec::new(),
             budgets: Vec::new(),
+            direct: DirectOptions::default(),
+            conversations: Vec::new(),
+            trace: None,
             stages: vec![Stage {
                 name: Some("hold".to_string()),
                 duration: Dur(duration),
@@ -243,13 +302,80 @@ impl Scenario {
                 }
             }
         }
+        // So are direct mode's prompts file and CA, and the trace.
+        for f in [&mut s.direct.prompts, &mut s.direct.ca, &mut s.trace]
+            .into_iter()
+            .flatten()
+        {
+            if let (true, Some(dir)) = (f.is_relative(), path.parent()) {
+                *f = dir.join(&*f);
+            }
+        }
         Ok(s)
+    }
+
+    /// With a trace and no stages: one stage as long as the trace (and a
+    /// second for its last answers), which replaces session targets and
+    /// arrival rates. Returns the trace, if there is one.
+    pub fn fill_trace_stage(&mut self) -> Result<Option<Trace>, ScenarioError> {
+        let Some(path) = &self.trace else {
+            return Ok(None);
+        };
+        let trace = Trace::load(path)?;
+        if self.stages.is_empty() {
+            self.stages.push(Stage {
+                name: Some("trace".into()),
+                duration: Dur(trace.span() + Duration::from_secs(1)),
+                sessions: 0,
+                rate: 0.0,
+                shape: Shape::Step,
+            });
+        }
+        Ok(Some(trace))
     }
 
     /// Checks every field; the message says what to change.
     pub fn validate(&self) -> Result<Target, ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Invalid(m));
         let target = Target::parse(&self.url)?;
+        // Long polling reaches the gateway over plain HTTP, so an http://
+        // URL names the gateway there, not an inference server.
+        let target = match self.transport {
+            Transport::Ws => target,
+            Transport::Poll => {
+                if !self.conversations.is_empty() || self.trace.is_some() {
+                    return bad("--transport poll runs the open and closed models: [[conversation]] and traces run over WebSocket (drop --transport poll)".into());
+                }
+                crate::poll::gateway_target(target)
+                    .map_err(|e| ScenarioError::Invalid(e.to_string()))?
+            }
+        };
+        if self.trace.is_some() {
+            if !self.conversations.is_empty() || self.model == Model::Closed {
+                return bad("a trace replays its own sessions and times: drop [[conversation]] and the closed model".into());
+            }
+            if self
+                .stages
+                .iter()
+                .any(|st| st.rate > 0.0 || st.sessions > 0)
+            {
+                return bad("a trace sets when each message is sent and on which session: leave the stages' sessions and rate at 0 (or give no stages)".into());
+            }
+        }
+        if let Err(m) = crate::direct::check_scenario(self, &target) {
+            return bad(m);
+        }
+        for (i, c) in self.conversations.iter().enumerate() {
+            c.validate(i).map_err(ScenarioError::Invalid)?;
+        }
+        if !self.conversations.is_empty() {
+            if self.stages.iter().any(|st| st.rate > 0.0) {
+                return bad("with [[conversation]] the sessions set the load (each plays a script at its own think times): leave the stages' rate at 0".into());
+            }
+            if self.model == Model::Closed || self.think.is_some() {
+                return bad("with [[conversation]] the think times are each turn's `think`: drop --think and model = \"closed\"".into());
+            }
+        }
         if self.stages.is_empty() {
             return bad("the scenario has no stages: give --sessions, --rate and --duration, or [[stages]] in the file".into());
         }
@@ -297,10 +423,14 @@ impl Scenario {
         if self.timeout.0.is_zero() {
             return bad("timeout must be positive".into());
         }
-        if self.stages.iter().all(|s| s.sessions == 0) {
+        if self.trace.is_none() && self.stages.iter().all(|s| s.sessions == 0) {
             return bad("no stage has any sessions".into());
         }
-        if self.model == Model::Open && self.stages.iter().all(|s| s.rate == 0.0) {
+        if self.model == Model::Open
+            && self.conversations.is_empty()
+            && self.trace.is_none()
+            && self.stages.iter().all(|s| s.rate == 0.0)
+        {
             return bad(
                 "no stage sends any messages: give a rate (messages per second over all sessions)"
                     .into(),
@@ -337,11 +467,16 @@ impl Scenario {
 
     /// The stage running at `t` seconds, with its index and display name.
     pub fn stage_at(&self, t: f64) -> Option<(usize, String)> {
+        self.stage_index_at(t).map(|i| (i, self.stage_name(i)))
+    }
+
+    /// The index of the stage running at `t` seconds; `None` after the last.
+    pub fn stage_index_at(&self, t: f64) -> Option<usize> {
         let mut end = 0.0;
         for (i, s) in self.stages.iter().enumerate() {
             end += s.duration.secs();
             if t < end {
-                return Some((i, self.stage_name(i)));
+                return Some(i);
             }
         }
         None
@@ -538,8 +673,15 @@ rate = 1000
         let mut s = Scenario::simple("ws://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
         s.warmup = Dur(Duration::from_secs(2));
         assert!(s.validate().unwrap_err().to_string().contains("warm-up"));
-        let s = Scenario::simple("http://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
+        let s = Scenario::simple("wss://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
         assert!(matches!(s.validate(), Err(ScenarioError::Target(_))));
+        // An inference server directly needs the model it serves.
+        let s = Scenario::simple("http://127.0.0.1:1/v1", 10, 10.0, Duration::from_secs(1));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--served-model"));
         let s = Scenario::simple("ws://127.0.0.1:1/ws", 10, 0.0, Duration::from_secs(1));
         assert!(s.validate().unwrap_err().to_string().contains("rate"));
     }
@@ -565,13 +707,17 @@ rate = 1000
     #[test]
     fn the_shipped_scenarios_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-        for name in ["black-friday.toml", "ci-smoke.toml"] {
+        for name in ["black-friday.toml", "ci-smoke.toml", "conversations.toml"] {
             let s = Scenario::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             s.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(
-                s.resolved_texts().unwrap().len() >= 10,
-                "{name}: texts file found next to it"
-            );
+            if s.conversations.is_empty() {
+                assert!(
+                    s.resolved_texts().unwrap().len() >= 10,
+                    "{name}: texts file found next to it"
+                );
+            } else {
+                assert!(s.conversations.iter().all(|c| c.messages() >= 2), "{name}");
+            }
         }
     }
 

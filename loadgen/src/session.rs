@@ -11,7 +11,7 @@ use thiserror::Error;
 use wire::ws::{Event, Limits, Receiver, Role};
 
 use crate::handshake::{self, HandshakeError};
-use crate::metrics::{ErrorKind, Figure, Recorder};
+use crate::metrics::{ErrorKind, Figure, Mark, Recorder};
 use crate::protocol::{self, ServerFrame, Text};
 use crate::slo::{meets_all, MessageFigures, Slo};
 use crate::target::Target;
@@ -85,7 +85,7 @@ pub struct Progress {
 struct InFlight {
     n: u64,
     origin: Instant,
-    counted: bool,
+    mark: Mark,
     rtt: Option<u64>,
     ttft: Option<u64>,
     last_token: Option<Instant>,
@@ -109,28 +109,54 @@ pub struct Session {
     phase: Phase,
     key: Option<Box<str>>,
     connect_started: Instant,
-    connect_counted: bool,
+    connect_mark: Mark,
     next_id: u64,
     inflight: Vec<InFlight>,
     rx: Receiver,
     pending: Vec<u8>,
     sent_close: bool,
+    /// `lc_session=...` from the first upgrade: a reconnect sends it back.
+    cookie: Option<Box<str>>,
+    /// The next `welcome` ends a reconnect, not the session's first connect.
+    reconnecting: bool,
 }
 
 impl Session {
-    /// A session whose TCP connect started at `now`; `counted` is false during warm-up.
-    pub fn new(now: Instant, counted: bool) -> Session {
+    /// A session whose TCP connect started at `now`, in the stage `mark`
+    /// names (or during warm-up).
+    pub fn new(now: Instant, mark: Mark) -> Session {
         Session {
             phase: Phase::Upgrading,
             key: None,
             connect_started: now,
-            connect_counted: counted,
+            connect_mark: mark,
             next_id: 1,
             inflight: Vec::new(),
             rx: Receiver::default(),
             pending: Vec::new(),
             sent_close: false,
+            cookie: None,
+            reconnecting: false,
         }
+    }
+
+    /// Starts over on a new connection whose TCP connect starts at `now`
+    /// (a page reload, or back from offline): the upgrade carries the
+    /// session cookie, so the server resumes the session. Message ids go on
+    /// from where they were: they are unique within the session.
+    pub fn reconnect(&mut self, now: Instant) {
+        self.phase = Phase::Upgrading;
+        self.key = None;
+        self.connect_started = now;
+        self.rx = Receiver::default();
+        self.pending.clear();
+        self.sent_close = false;
+        self.reconnecting = true;
+    }
+
+    /// Whether the server set a session cookie to resume with.
+    pub fn has_cookie(&self) -> bool {
+        self.cookie.is_some()
     }
 
     /// Where the session is.
@@ -138,9 +164,9 @@ impl Session {
         self.phase
     }
 
-    /// Whether the connect is counted (started after warm-up).
-    pub fn connect_counted(&self) -> bool {
-        self.connect_counted
+    /// Whether the connect is measured, and in which stage.
+    pub fn connect_mark(&self) -> Mark {
+        self.connect_mark
     }
 
     /// Messages sent and not yet settled.
@@ -151,9 +177,18 @@ impl Session {
     /// The upgrade request to send first.
     pub fn upgrade_request(&mut self, target: &Target, rng: &mut fastrand::Rng) -> Vec<u8> {
         let key = handshake::new_key(rng);
-        let req = handshake::request(target, &key);
+        let req = handshake::request(target, &key, self.cookie.as_deref());
         self.key = Some(key.into_boxed_str());
         req
+    }
+
+    /// A session whose transport is already in place (the long-polling
+    /// fallback: no upgrade), waiting for its `welcome`; its connect started
+    /// at `now`.
+    pub fn greeting(now: Instant, mark: Mark) -> Session {
+        let mut s = Session::new(now, mark);
+        s.phase = Phase::Greeting;
+        s
     }
 
     /// Sends message `text`, due at `origin` (open model) or sent now (closed
@@ -164,7 +199,7 @@ impl Session {
     pub fn send_message(
         &mut self,
         origin: Instant,
-        counted: bool,
+        mark: Mark,
         index: u32,
         text: &Text,
         mask: [u8; 4],
@@ -172,16 +207,27 @@ impl Session {
         scratch: &mut Vec<u8>,
         rec: &mut Recorder,
     ) -> u64 {
+        let n = self.track_message(origin, mark, index, rec);
+        protocol::encode_message(out, scratch, n, text, mask);
+        n
+    }
+
+    /// Counts a message as sent, due at `origin`, and awaits its answers;
+    /// the caller sends it (as `m<N>`, N returned) on its transport.
+    pub fn track_message(
+        &mut self,
+        origin: Instant,
+        mark: Mark,
+        index: u32,
+        rec: &mut Recorder,
+    ) -> u64 {
         let n = self.next_id;
         self.next_id += 1;
-        protocol::encode_message(out, scratch, n, text, mask);
-        if counted {
-            rec.counters().sent += 1;
-        }
+        rec.count(mark, |c| c.sent += 1);
         self.inflight.push(InFlight {
             n,
             origin,
-            counted,
+            mark,
             rtt: None,
             ttft: None,
             last_token: None,
@@ -206,26 +252,65 @@ impl Session {
         scratch: &mut Vec<u8>,
         rec: &mut Recorder,
     ) -> u32 {
-        if self.phase != Phase::Open {
-            return 0;
-        }
-        let mut n = 0;
-        for m in &mut self.inflight {
-            let Some(at) = m.resend_at else { continue };
-            let Some(text) = texts.get(m.text as usize) else {
-                continue;
-            };
-            if at <= now {
-                m.resend_at = None;
-                m.resent = true;
-                protocol::encode_message(out, scratch, m.n, text, mask);
-                if m.counted {
-                    rec.counters().resent += 1;
-                }
-                n += 1;
+        let due = self.take_resends(now, rec);
+        let mut sent = 0;
+        for (n, index) in due {
+            if let Some(text) = texts.get(index as usize) {
+                protocol::encode_message(out, scratch, n, text, mask);
+                sent += 1;
             }
         }
-        n
+        sent
+    }
+
+    /// The `busy` messages whose `retry_after_ms` has passed by `now`, as
+    /// (id number, text index), counted as resent; the caller sends them
+    /// again on its transport.
+    pub fn take_resends(&mut self, now: Instant, rec: &mut Recorder) -> Vec<(u64, u32)> {
+        if self.phase != Phase::Open {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        for m in &mut self.inflight {
+            match m.resend_at {
+                Some(at) if at <= now => {
+                    m.resend_at = None;
+                    m.resent = true;
+                    rec.count(m.mark, |c| c.resent += 1);
+                    due.push((m.n, m.text));
+                }
+                _ => {}
+            }
+        }
+        due
+    }
+
+    /// Applies one server message that arrived as JSON at `now` without
+    /// WebSocket framing (a long-poll `recv` answer carries several).
+    pub fn on_server_json(
+        &mut self,
+        json: &mut [u8],
+        now: Instant,
+        cfg: &SessionConfig,
+        rec: &mut Recorder,
+    ) -> Progress {
+        let mut progress = Progress::default();
+        match protocol::parse_server(json) {
+            Ok(frame) => on_frame(
+                frame,
+                now,
+                cfg,
+                rec,
+                &mut progress,
+                &mut self.phase,
+                self.connect_started,
+                self.connect_mark,
+                &mut self.reconnecting,
+                &mut self.inflight,
+            ),
+            Err(_) => rec.error(ErrorKind::Protocol),
+        }
+        progress
     }
 
     /// Feeds bytes read from the socket at `now`. Frames to send back (the
@@ -248,8 +333,11 @@ impl Session {
             let key = self.key.as_deref().unwrap_or_default();
             match handshake::parse_response(&self.pending, key)? {
                 None => return Ok(progress),
-                Some(n) => {
-                    self.pending.drain(..n);
+                Some(accepted) => {
+                    self.pending.drain(..accepted.head_len);
+                    if let Some(c) = accepted.session_cookie {
+                        self.cookie = Some(c.into_boxed_str());
+                    }
                     self.key = None;
                     self.phase = Phase::Greeting;
                     protocol::encode_hello(out, mask);
@@ -284,10 +372,11 @@ impl Session {
         let Session {
             phase,
             connect_started,
-            connect_counted,
+            connect_mark,
             inflight,
             rx,
             sent_close,
+            reconnecting,
             ..
         } = self;
         let used = rx.feed(buf, Role::Client, &LIMITS, |event| match event {
@@ -300,7 +389,8 @@ impl Session {
                     progress,
                     phase,
                     *connect_started,
-                    *connect_counted,
+                    *connect_mark,
+                    reconnecting,
                     inflight,
                 ),
                 Err(_) => rec.error(ErrorKind::Protocol),
@@ -328,8 +418,8 @@ impl Session {
         let before = self.inflight.len();
         self.inflight.retain(|m| {
             let late = now.saturating_duration_since(m.origin) > timeout;
-            if late && m.counted {
-                rec.error(ErrorKind::Timeout);
+            if late {
+                rec.error_at(m.mark, ErrorKind::Timeout);
             }
             !late
         });
@@ -340,9 +430,7 @@ impl Session {
     pub fn fail_all(&mut self, kind: ErrorKind, rec: &mut Recorder) -> u32 {
         let n = self.inflight.len() as u32;
         for m in self.inflight.drain(..) {
-            if m.counted {
-                rec.error(kind);
-            }
+            rec.error_at(m.mark, kind);
         }
         self.phase = Phase::Closed;
         n
@@ -358,6 +446,13 @@ impl Session {
     }
 }
 
+/// Time per output token after the first, from the reply time and the
+/// first token's; `None` below two tokens.
+fn tpot_of(m: &InFlight, reply_us: u64) -> Option<u64> {
+    let ttft = m.ttft?;
+    (m.tokens >= 2).then(|| reply_us.saturating_sub(ttft) / u64::from(m.tokens - 1))
+}
+
 /// Settles one message: good if it met every SLO, otherwise counted as `error`.
 fn settle(
     m: &InFlight,
@@ -366,20 +461,21 @@ fn settle(
     cfg: &SessionConfig,
     rec: &mut Recorder,
 ) {
-    if !m.counted {
+    if !m.mark.counted() {
         return;
     }
     match error {
-        Some(kind) => rec.error(kind),
+        Some(kind) => rec.error_at(m.mark, kind),
         None => {
             let figs = MessageFigures {
                 rtt: m.rtt,
                 ttft: m.ttft,
                 itl_mean: (m.tokens >= 2).then(|| m.itl_sum / u64::from(m.tokens - 1)),
                 reply: reply_us,
+                tpot: reply_us.and_then(|r| tpot_of(m, r)),
             };
             if meets_all(&cfg.slos, &figs) {
-                rec.counters().good += 1;
+                rec.count(m.mark, |c| c.good += 1);
             }
         }
     }
@@ -394,20 +490,30 @@ fn on_frame(
     progress: &mut Progress,
     phase: &mut Phase,
     connect_started: Instant,
-    connect_counted: bool,
+    connect_mark: Mark,
+    reconnecting: &mut bool,
     inflight: &mut Vec<InFlight>,
 ) {
     let find = |inflight: &Vec<InFlight>, id: Option<u64>| {
         id.and_then(|n| inflight.iter().position(|m| m.n == n))
     };
     match frame {
-        ServerFrame::Welcome => {
-            if *phase == Phase::Greeting {
+        ServerFrame::Welcome { resumed } => {
+            if *phase == Phase::Greeting && std::mem::take(reconnecting) {
+                // Back on a new socket: counted as a reconnect, and whether
+                // the server took the session up again.
                 *phase = Phase::Open;
                 progress.opened = true;
-                if connect_counted {
-                    rec.record(Figure::Connect, micros(connect_started, now));
-                    rec.counters().sessions_opened += 1;
+                rec.count(connect_mark, |c| {
+                    c.reconnects += 1;
+                    c.resumed += u64::from(resumed);
+                });
+            } else if *phase == Phase::Greeting {
+                *phase = Phase::Open;
+                progress.opened = true;
+                if connect_mark.counted() {
+                    rec.record(connect_mark, Figure::Connect, micros(connect_started, now));
+                    rec.count(connect_mark, |c| c.sessions_opened += 1);
                 } else {
                     rec.counters().warmup_sessions_opened += 1;
                 }
@@ -418,13 +524,14 @@ fn on_frame(
                 let m = &mut inflight[i];
                 let rtt = micros(m.origin, now);
                 m.rtt = Some(rtt);
-                if m.counted {
-                    rec.record(Figure::Rtt, rtt);
-                    rec.counters().acked += 1;
-                    if m.resent {
-                        rec.counters().resent_acked += 1;
+                rec.record(m.mark, Figure::Rtt, rtt);
+                let resent = m.resent;
+                rec.count(m.mark, |c| {
+                    c.acked += 1;
+                    if resent {
+                        c.resent_acked += 1;
                     }
-                }
+                });
                 if !cfg.replies {
                     let m = inflight.swap_remove(i);
                     settle(&m, None, None, cfg, rec);
@@ -440,16 +547,12 @@ fn on_frame(
                     None => {
                         let ttft = micros(m.origin, now);
                         m.ttft = Some(ttft);
-                        if m.counted {
-                            rec.record(Figure::Ttft, ttft);
-                        }
+                        rec.record(m.mark, Figure::Ttft, ttft);
                     }
                     Some(prev) => {
                         let gap = micros(prev, now);
                         m.itl_sum += gap;
-                        if m.counted {
-                            rec.record(Figure::Itl, gap);
-                        }
+                        rec.record(m.mark, Figure::Itl, gap);
                     }
                 }
                 m.tokens += 1;
@@ -461,10 +564,15 @@ fn on_frame(
             Some(i) => {
                 let m = inflight.swap_remove(i);
                 let reply = micros(m.origin, now);
-                if m.counted {
-                    rec.record(Figure::Reply, reply);
-                    rec.counters().replied += 1;
+                rec.record(m.mark, Figure::Reply, reply);
+                if let Some(tpot) = tpot_of(&m, reply) {
+                    rec.record(m.mark, Figure::Tpot, tpot);
                 }
+                let tokens = u64::from(m.tokens);
+                rec.count(m.mark, |c| {
+                    c.replied += 1;
+                    c.output_tokens += tokens;
+                });
                 settle(&m, None, Some(reply), cfg, rec);
                 progress.settled += 1;
             }
@@ -487,9 +595,7 @@ fn on_frame(
                     let m = &mut inflight[i];
                     let wait = Duration::from_millis(retry_after_ms.unwrap_or(0));
                     m.resend_at = Some(now + wait);
-                    if m.counted {
-                        rec.error(kind);
-                    }
+                    rec.error_at(m.mark, kind);
                 }
                 // A resend refused again: settled, its busy already counted.
                 Some(i) if kind == ErrorKind::Busy && inflight[i].resent => {
@@ -535,7 +641,7 @@ mod tests {
     impl Rig {
         fn new(replies: bool, slos: &[&str]) -> Rig {
             let t0 = Instant::now();
-            let mut s = Session::new(t0, true);
+            let mut s = Session::new(t0, Mark::Stage(0));
             let target = Target::parse("ws://127.0.0.1:1/ws").unwrap();
             let req = s.upgrade_request(&target, &mut fastrand::Rng::with_seed(5));
             let req = String::from_utf8(req).unwrap();
@@ -592,7 +698,7 @@ mod tests {
             let origin = self.at(ms);
             self.s.send_message(
                 origin,
-                true,
+                Mark::Stage(0),
                 0,
                 &Text::new("hi"),
                 MASK,
@@ -785,7 +891,7 @@ mod tests {
         let origin = r.at(0);
         r.s.send_message(
             origin,
-            false,
+            Mark::Warmup,
             0,
             &Text::new("x"),
             MASK,
@@ -807,8 +913,126 @@ mod tests {
     }
 
     #[test]
+    fn a_message_counts_in_the_stage_it_was_sent_in() {
+        let mut r = Rig::new(true, &[]);
+        let origin = r.at(0);
+        r.s.send_message(
+            origin,
+            Mark::Stage(1),
+            0,
+            &Text::new("x"),
+            MASK,
+            &mut r.out,
+            &mut r.scratch,
+            &mut r.rec,
+        );
+        r.feed_at(&server_frame(r#"{"type":"ack","id":"m1","seq":1}"#), 5);
+        for (frame, ms) in [
+            (
+                r#"{"type":"token","reply":"r1","in_reply_to":"m1","text":"a"}"#,
+                50,
+            ),
+            (
+                r#"{"type":"token","reply":"r1","in_reply_to":"m1","text":"b"}"#,
+                70,
+            ),
+            (
+                r#"{"type":"done","reply":"r1","in_reply_to":"m1","seq":2}"#,
+                90,
+            ),
+        ] {
+            r.feed_at(&server_frame(frame), ms);
+        }
+        let stages = r.rec.take_stages();
+        assert_eq!(stages.len(), 2);
+        assert_eq!(stages[1].counters.sent, 1);
+        assert_eq!(stages[1].counters.replied, 1);
+        assert_eq!(stages[1].counters.output_tokens, 2);
+        assert_eq!(stages[1].figure(Figure::Rtt).len(), 1);
+        let tpot = stages[1].figure(Figure::Tpot);
+        assert_eq!(tpot.len(), 1);
+        assert!(
+            tpot.equivalent(tpot.max(), 40_000),
+            "(90 - 50) ms over one token after the first: {}",
+            tpot.max()
+        );
+        assert_eq!(
+            stages[0].counters.sent, 0,
+            "the session's connect is stage 0's, the message is not"
+        );
+        assert_eq!(stages[0].counters.sessions_opened, 1);
+    }
+
+    #[test]
+    fn a_session_without_websocket_framing_measures_the_same() {
+        // As the long-polling transport drives it: JSON in, ids out.
+        let t0 = Instant::now();
+        let mut rec = Recorder::default();
+        let cfg = SessionConfig {
+            replies: true,
+            resend_busy: true,
+            slos: vec![],
+        };
+        let mut s = Session::greeting(t0, Mark::Stage(0));
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut json = |text: &str, at| {
+            s.on_server_json(&mut text.as_bytes().to_vec(), ms(at), &cfg, &mut rec)
+        };
+        assert!(
+            json(
+                r#"{"type":"welcome","conversation":"c","resumed":false,"history":[],"config":{}}"#,
+                4
+            )
+            .opened
+        );
+        let n = s.track_message(ms(10), Mark::Stage(0), 0, &mut rec);
+        assert_eq!(n, 1);
+        let mut json = |text: &str, at| {
+            s.on_server_json(&mut text.as_bytes().to_vec(), ms(at), &cfg, &mut rec)
+        };
+        json(
+            r#"{"type":"error","code":"busy","id":"m1","retry_after_ms":50}"#,
+            12,
+        );
+        assert_eq!(s.take_resends(ms(30), &mut rec), vec![], "not yet");
+        assert_eq!(s.take_resends(ms(70), &mut rec), vec![(1, 0)]);
+        let mut json = |text: &str, at| {
+            s.on_server_json(&mut text.as_bytes().to_vec(), ms(at), &cfg, &mut rec)
+        };
+        json(r#"{"type":"ack","id":"m1","seq":1}"#, 75);
+        json(
+            r#"{"type":"token","reply":"r1","in_reply_to":"m1","text":"a"}"#,
+            90,
+        );
+        let p = json(
+            r#"{"type":"done","reply":"r1","in_reply_to":"m1","seq":2}"#,
+            100,
+        );
+        assert_eq!(p.settled, 1);
+        json("not json", 101);
+        let i = rec.take();
+        assert!(i
+            .figure(Figure::Connect)
+            .equivalent(i.figure(Figure::Connect).max(), 4_000));
+        assert!(
+            i.figure(Figure::Rtt)
+                .equivalent(i.figure(Figure::Rtt).max(), 65_000),
+            "from its due time"
+        );
+        let c = &i.counters;
+        assert_eq!(
+            (c.sent, c.acked, c.replied, c.resent, c.resent_acked),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            (c.error(ErrorKind::Busy), c.error(ErrorKind::Protocol)),
+            (1, 1)
+        );
+    }
+
+    #[test]
     fn refused_upgrade_is_an_error_of_its_kind() {
-        let mut s = Session::new(Instant::now(), true);
+        let mut s = Session::new(Instant::now(), Mark::Stage(0));
         let target = Target::parse("ws://127.0.0.1:1/ws").unwrap();
         s.upgrade_request(&target, &mut fastrand::Rng::with_seed(1));
         let mut b = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n".to_vec();

@@ -87,11 +87,13 @@ pub struct MessageFigures {
     pub itl_mean: Option<u64>,
     /// To its done.
     pub reply: Option<u64>,
+    /// Time per output token after the first; `None` with fewer than two tokens.
+    pub tpot: Option<u64>,
 }
 
 /// Whether a settled message met every objective. A figure an objective asks
-/// for and the message lacks (no token, say) misses it, except `itl`, which a
-/// reply of fewer than two tokens meets trivially.
+/// for and the message lacks (no token, say) misses it, except `itl` and `tpot`,
+/// which a reply of fewer than two tokens meets trivially.
 pub fn meets_all(slos: &[Slo], m: &MessageFigures) -> bool {
     slos.iter().all(|s| {
         let v = match s.figure {
@@ -99,6 +101,11 @@ pub fn meets_all(slos: &[Slo], m: &MessageFigures) -> bool {
             Figure::Ttft => m.ttft,
             Figure::Reply => m.reply,
             Figure::Itl => match (m.itl_mean, m.ttft) {
+                (Some(v), _) => Some(v),
+                (None, Some(_)) => Some(0),
+                (None, None) => None,
+            },
+            Figure::Tpot => match (m.tpot, m.ttft) {
                 (Some(v), _) => Some(v),
                 (None, Some(_)) => Some(0),
                 (None, None) => None,
@@ -144,6 +151,7 @@ mod tests {
             ttft: Some(900_000),
             itl_mean: None,
             reply: Some(2_000_000),
+            tpot: None,
         };
         assert!(meets_all(&slos, &good));
         let slow_ack = MessageFigures {
@@ -166,5 +174,18 @@ mod tests {
                 ..good
             }
         ));
+        let tpot: Vec<Slo> = vec!["tpot:40ms".parse().unwrap()];
+        assert!(
+            meets_all(&tpot, &good),
+            "one token: no time per token to miss"
+        );
+        assert!(!meets_all(
+            &tpot,
+            &MessageFigures {
+                tpot: Some(41_000),
+                ..good
+            }
+        ));
+        assert!(!meets_all(&tpot, &no_token));
     }
 }

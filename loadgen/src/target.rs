@@ -1,16 +1,41 @@
-//! The target URL (`ws://HOST:PORT/PATH?QUERY`): what to connect to and the
-//! `Host` and `Origin` headers the opening handshake carries.
+//! The target URL: `ws://HOST:PORT/PATH?QUERY` (the gateway) or
+//! `http(s)://HOST:PORT/v1` (an inference server directly, see
+//! [`crate::direct`]): what to connect to and the `Host` and `Origin` headers
+//! the requests carry.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use thiserror::Error;
 
-/// A parsed `ws://` URL.
+/// How to speak to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `ws://`: the gateway's protocol v1 over WebSocket.
+    Ws,
+    /// `http://`: an OpenAI-compatible inference server (direct mode).
+    Http,
+    /// `https://`: the same over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// The port a URL without one means.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Ws | Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// A parsed `ws://` or `http(s)://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `ws`, `http` or `https`.
+    pub scheme: Scheme,
     /// Host as written (name or address).
     pub host: String,
-    /// Port (80 when not written).
+    /// Port (80, or 443 for https, when not written).
     pub port: u16,
     /// Path and query, starting with `/`.
     pub path: String,
@@ -19,8 +44,8 @@ pub struct Target {
 /// A URL loadgen cannot use.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TargetError {
-    /// Not `ws://`.
-    #[error("'{0}': only ws:// URLs are supported (wss:// needs TLS, which loadgen does not speak; put a TLS terminator's plain side under test)")]
+    /// Not `ws://`, `http://` or `https://`.
+    #[error("'{0}': give ws:// (the gateway) or http(s):// (an inference server directly); wss:// needs TLS, which loadgen's WebSocket side does not speak: put a TLS terminator's plain side under test")]
     Scheme(String),
     /// No host, or a bad port.
     #[error("'{0}' is not a URL of the form ws://HOST:PORT/ws?site=ID")]
@@ -36,11 +61,17 @@ pub enum TargetError {
 }
 
 impl Target {
-    /// Parses `ws://HOST[:PORT][/PATH][?QUERY]`.
+    /// Parses `ws://`, `http://` or `https://HOST[:PORT][/PATH][?QUERY]`.
     pub fn parse(url: &str) -> Result<Target, TargetError> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| TargetError::Scheme(url.to_string()))?;
+        let (scheme, rest) = [
+            ("ws://", Scheme::Ws),
+            ("http://", Scheme::Http),
+            ("https://", Scheme::Https),
+        ]
+        .into_iter()
+        .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|rest| (scheme, rest)))
+        .ok_or_else(|| TargetError::Scheme(url.to_string()))?;
+        let default_port = scheme.default_port();
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -52,25 +83,35 @@ impl Target {
             let (h, after) = h.split_once(']').ok_or_else(malformed)?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| malformed())?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(malformed()),
             };
             (format!("[{h}]"), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| malformed())?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() || host.contains(['@', ' ']) {
             return Err(malformed());
         }
-        Ok(Target { host, port, path })
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// Whether this is an inference server to load directly (`http(s)://`).
+    pub fn is_direct(&self) -> bool {
+        self.scheme != Scheme::Ws
     }
 
     /// The `Host` header value.
     pub fn host_header(&self) -> String {
-        if self.port == 80 {
+        if self.port == self.scheme.default_port() {
             self.host.clone()
         } else {
             format!("{}:{}", self.host, self.port)
@@ -119,6 +160,25 @@ mod tests {
         let t = Target::parse("ws://[::1]:9000/ws").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("[::1]", 9000));
         assert_eq!(t.resolve().unwrap().port(), 9000);
+        assert!(!t.is_direct());
+    }
+
+    #[test]
+    fn parses_inference_server_urls() {
+        let t = Target::parse("http://127.0.0.1:8000/v1").unwrap();
+        assert_eq!(
+            (t.scheme, t.host.as_str(), t.port, t.path.as_str()),
+            (Scheme::Http, "127.0.0.1", 8000, "/v1")
+        );
+        assert!(t.is_direct());
+        let t = Target::parse("https://llm.example.com/v1").unwrap();
+        assert_eq!((t.scheme, t.port), (Scheme::Https, 443));
+        assert_eq!(t.host_header(), "llm.example.com");
+        let t = Target::parse("https://llm.example.com:8443").unwrap();
+        assert_eq!(
+            (t.host_header().as_str(), t.path.as_str()),
+            ("llm.example.com:8443", "/")
+        );
     }
 
     #[test]
@@ -128,7 +188,7 @@ mod tests {
             Err(TargetError::Scheme(_))
         ));
         assert!(matches!(
-            Target::parse("http://h/ws"),
+            Target::parse("ftp://h/ws"),
             Err(TargetError::Scheme(_))
         ));
         assert!(matches!(

@@ -1,5 +1,5 @@
 //! Durations and latencies as users write them (`30s`, `80ms`, `1.5s`, `250us`)
-//! and as loadgen prints them back.
+//! and as loadgen prints them back; points in time as `--start-at` takes them.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,6 +15,31 @@ use thiserror::Error;
 pub struct DurationError {
     /// What the user wrote.
     pub input: String,
+}
+
+/// A point in time that could not be read.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("'{input}' is not a time: write RFC 3339 (2026-12-04T18:30:00Z, or with an offset such as +01:00) or Unix milliseconds (1796412600000)")]
+pub struct TimeError {
+    /// What the user wrote.
+    pub input: String,
+}
+
+/// Parses a point in time: RFC 3339 or milliseconds since the Unix epoch.
+pub fn parse_time(input: &str) -> Result<std::time::SystemTime, TimeError> {
+    let s = input.trim();
+    let err = || TimeError {
+        input: input.to_string(),
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: u64 = s.parse().map_err(|_| err())?;
+        return Ok(std::time::UNIX_EPOCH + Duration::from_millis(ms));
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| err())?;
+    let ns = t.unix_timestamp_nanos();
+    let ns = u64::try_from(ns).map_err(|_| err())?;
+    Ok(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
 /// Parses `250us`, `80ms`, `1.5s`, `2m`, `1h` (a bare `0` is zero).
@@ -154,6 +179,25 @@ impl<'de> Deserialize<'de> for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_rfc_3339_or_unix_milliseconds() {
+        let at = |s: &str| {
+            parse_time(s)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        assert_eq!(at("1796412600000"), 1_796_412_600_000);
+        assert_eq!(at("2026-12-04T18:30:00Z"), 1_796_409_000_000);
+        assert_eq!(at("2026-12-04T19:30:00+01:00"), 1_796_409_000_000);
+        assert_eq!(at("2026-12-04T18:30:00.250Z"), 1_796_409_000_250);
+        for bad in ["", "tomorrow", "2026-12-04 18:30", "-5"] {
+            let e = parse_time(bad).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339"), "{e}");
+        }
+    }
 
     #[test]
     fn parses_every_unit() {

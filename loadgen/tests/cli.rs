@@ -471,3 +471,457 @@ fn busy_messages_are_resent_after_their_retry_after() {
     assert!(acked > 0 && acked <= resent, "{m}");
     assert!(stdout.contains("resent "), "{stdout}");
 }
+
+/// A test server behaving exactly as `b` says.
+fn server_exactly(b: Behaviour) -> String {
+    let addr = testserver::spawn(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        behaviour: b,
+        epoll: false,
+    })
+    .unwrap();
+    format!("ws://{addr}/ws?site=demo")
+}
+
+/// A test server that serves one message at a time, 5 ms each: a capacity
+/// of 200 messages a second, past which its queue (and rtt) grows without bound.
+fn server_with_capacity() -> String {
+    server_exactly(Behaviour {
+        service_time: Duration::from_millis(5),
+        ..Behaviour::default()
+    })
+}
+
+#[test]
+fn a_sweep_finds_the_knee_and_reports_every_step() {
+    let url = server_with_capacity();
+    let json = tmp("sweep.json");
+    let junit = tmp("sweep.xml");
+    // 50/s (a quarter of the capacity) and 150/s (three quarters) hold an
+    // rtt p99 of 100 ms; at 250/s the queue grows by 50 messages a second.
+    let out = loadgen(
+        &[
+            "sweep",
+            "--url",
+            &url,
+            "--sessions",
+            "20",
+            "--from",
+            "50",
+            "--to",
+            "450",
+            "--step",
+            "100",
+            "--settle",
+            "500ms",
+            "--step-duration",
+            "1500ms",
+            "--threads",
+            "1",
+            "--no-replies",
+            "--budget",
+            "rtt.p99<100ms",
+            "--json",
+            s(&json),
+            "--junit",
+            s(&junit),
+        ],
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("capacity at SLO: 150 msg/s"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["schema"], "loadgen-sweep/1");
+    assert_eq!(v["capacity_per_s"], 150.0);
+    assert_eq!(v["knee"], 1);
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.len(),
+        3,
+        "stops at the first step that misses: {stdout}"
+    );
+    let rates: Vec<f64> = steps
+        .iter()
+        .map(|s| s["rate_per_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [50.0, 150.0, 250.0]);
+    let passed: Vec<bool> = steps
+        .iter()
+        .map(|s| s["passed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(passed, [true, true, false]);
+    for st in steps {
+        // Each step is a whole report: its own figures, measured after its settle.
+        let r = &st["report"];
+        assert_eq!(r["schema"], "loadgen-report/1");
+        let sent = r["messages"]["sent"].as_f64().unwrap();
+        let rate = st["rate_per_s"].as_f64().unwrap();
+        assert!(
+            (sent / 1.5 - rate).abs() < rate * 0.35,
+            "{sent} sent at {rate}/s"
+        );
+        assert!(st["goodput_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        x.contains("name=\"capacity at SLO\"") && !x.contains("<failure"),
+        "{x}"
+    );
+}
+
+#[test]
+fn a_sweep_whose_first_step_misses_exits_1_and_usage_errors_2() {
+    let url = server();
+    let out = loadgen(
+        &[
+            "sweep",
+            "--url",
+            &url,
+            "--sessions",
+            "5",
+            "--from",
+            "20",
+            "--to",
+            "100",
+            "--step",
+            "40",
+            "--settle",
+            "200ms",
+            "--step-duration",
+            "800ms",
+            "--threads",
+            "1",
+            "--budget",
+            "rtt.max<1us",
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("capacity at SLO: none"), "{stdout}");
+    assert_eq!(stdout.matches("FAIL").count(), 1, "one step only: {stdout}");
+    for bad in [
+        vec![
+            "sweep",
+            "--url",
+            &url,
+            "--sessions",
+            "5",
+            "--from",
+            "20",
+            "--to",
+            "100",
+            "--step",
+            "40",
+        ],
+        vec![
+            "sweep",
+            "--url",
+            &url,
+            "--sessions",
+            "5",
+            "--from",
+            "20",
+            "--to",
+            "100",
+            "--step",
+            "40",
+            "--budget",
+            "rtt.p99<1s",
+            "--rate",
+            "3",
+        ],
+        vec![
+            "sweep",
+            "--url",
+            &url,
+            "--sessions",
+            "5",
+            "--from",
+            "20",
+            "--to",
+            "10",
+            "--step",
+            "40",
+            "--budget",
+            "rtt.p99<1s",
+        ],
+    ] {
+        let out = loadgen(&bad, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}
+
+#[test]
+fn a_sustained_breach_aborts_the_run_with_exit_3() {
+    let url = server_exactly(Behaviour {
+        ack_delay: Duration::from_millis(150),
+        ..Behaviour::default()
+    });
+    let json = tmp("abort.json");
+    let started = Instant::now();
+    let out = loadgen(
+        &[
+            "--url",
+            &url,
+            "--sessions",
+            "10",
+            "--rate",
+            "50",
+            "--duration",
+            "30s",
+            "--threads",
+            "1",
+            "--no-replies",
+            "--budget",
+            "rtt.p99<50ms",
+            "--abort-on-fail",
+            "--abort-grace",
+            "1s",
+            "--abort-after",
+            "1s",
+            "--json",
+            s(&json),
+        ],
+        Duration::from_secs(25),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "ended early: {:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("aborted: at"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let a = &v["aborted"];
+    assert_eq!(a["budgets"][0], "rtt.p99<50ms");
+    let (at, since) = (
+        a["at_s"].as_f64().unwrap(),
+        a["breach_since_s"].as_f64().unwrap(),
+    );
+    assert!(since >= 1.0 && at - since >= 1.0 && at <= 5.0, "{a}");
+    assert!(
+        v["measured_s"].as_f64().unwrap() <= at + 1e-9,
+        "rates are over what ran"
+    );
+    assert_eq!(v["verdict"], "fail");
+}
+
+#[test]
+fn three_indexed_job_shards_start_together_and_merge_from_a_directory() {
+    let url = server();
+    let dir = tmp("job");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // As a Kubernetes Indexed Job runs them: the same command, each pod
+    // with its own JOB_COMPLETION_INDEX, started apart, stages together.
+    let start_at = (std::time::SystemTime::now() + Duration::from_millis(2500))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let shards: Vec<_> = (0..3)
+        .map(|i| {
+            let json = dir.join(format!("shard-{i}.json"));
+            let args: Vec<String> = [
+                "--url",
+                &url,
+                "--sessions",
+                "9",
+                "--rate",
+                "90",
+                "--duration",
+                "2s",
+                "--threads",
+                "1",
+                "--no-replies",
+                "--shard",
+                "auto",
+                "--start-at",
+                &start_at,
+                "--json",
+                s(&json),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            let child = Command::new(BIN)
+                .args(&args)
+                .env("CI", "true")
+                .env("JOB_COMPLETION_INDEX", i.to_string())
+                .env("LOADGEN_SHARD_COUNT", "3")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Pods start apart.
+            std::thread::sleep(Duration::from_millis(200));
+            child
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for mut child in shards {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                assert_eq!(
+                    status.code(),
+                    Some(0),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a shard ran past its deadline");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let parts: Vec<serde_json::Value> = (0..3)
+        .map(|i| read(&dir.join(format!("shard-{i}.json"))))
+        .collect();
+    let indexes: Vec<u64> = parts
+        .iter()
+        .map(|r| r["shards"][0]["shard"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        indexes,
+        [1, 2, 3],
+        "JOB_COMPLETION_INDEX 0..2 are shards 1..3"
+    );
+    for r in &parts {
+        assert_eq!(r["sessions"]["peak_open"], 3);
+        assert!(
+            r["warnings"].as_array().unwrap().is_empty(),
+            "{}",
+            r["warnings"]
+        );
+        // Stages began at --start-at on every shard, the sessions before it.
+        let begin = start_at.parse::<u64>().unwrap();
+        let stages = r["stages_started_at_unix_ms"].as_u64().unwrap();
+        assert!(
+            stages.abs_diff(begin) <= 5,
+            "stages at {stages}, asked {begin}"
+        );
+        assert!(r["started_at_unix_ms"].as_u64().unwrap() < begin);
+    }
+    let merged = tmp("job-merged.json");
+    let out = loadgen(
+        &[
+            "merge",
+            s(&dir),
+            "--budget",
+            "sessions>=9",
+            "--json",
+            s(&merged),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let m = read(&merged);
+    assert_eq!(m["shards"].as_array().unwrap().len(), 3);
+    let sent = |r: &serde_json::Value| r["messages"]["sent"].as_u64().unwrap();
+    assert_eq!(sent(&m), parts.iter().map(sent).sum::<u64>());
+    // The series line up second by second: together they offered 90 a second.
+    let series = m["series"].as_array().unwrap();
+    assert!(series.len() >= 2, "{series:?}");
+    for p in &series[..2] {
+        let offered = p["offered"].as_f64().unwrap();
+        assert!((offered - 90.0).abs() < 1e-6, "{p}");
+        let sent = p["sent"].as_u64().unwrap();
+        assert!((60..=120).contains(&sent), "{p}");
+    }
+    assert_eq!(
+        m["stages"][0]["messages"]["sent"].as_u64().unwrap(),
+        sent(&m)
+    );
+}
+
+#[test]
+fn a_trace_replays_each_message_at_its_time_on_its_session() {
+    let url = server();
+    let trace = tmp("trace.jsonl");
+    std::fs::write(
+        &trace,
+        [
+            r#"{"at_ms": 0, "text": "Hi", "session": "alice"}"#,
+            r#"{"at_ms": 300, "text": "Do you ship to Canada?", "session": "bob"}"#,
+            r#"{"at_ms": 1500, "text": "Where is my order?", "session": "alice"}"#,
+            r#"{"at_ms": 1500, "text": "Hi", "session": "carol"}"#,
+            r#"{"at_ms": 2200, "text": "Thanks", "session": "bob"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let json = tmp("trace.json");
+    let started = Instant::now();
+    let out = loadgen(
+        &[
+            "--url",
+            &url,
+            "--trace",
+            s(&trace),
+            "--threads",
+            "2",
+            "--no-pin",
+            "--json",
+            s(&json),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["messages"]["sent"], 5, "{stdout}");
+    assert_eq!(v["messages"]["replied"], 5);
+    assert_eq!(v["messages"]["errors"], 0);
+    assert_eq!(v["sessions"]["attempted"], 3, "one session per name");
+    assert_eq!(v["sessions"]["opened"], 3);
+    // One stage as long as the trace and a second for the last answers.
+    assert_eq!(v["scenario"]["stages"][0]["duration"], "3200ms");
+    let series = v["series"].as_array().unwrap();
+    let sent: Vec<u64> = series.iter().map(|p| p["sent"].as_u64().unwrap()).collect();
+    assert_eq!(
+        &sent[..3],
+        &[2, 2, 1],
+        "each message in the second it was due: {sent:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    for bad in [
+        vec!["--url", url.as_str(), "--trace", s(&trace), "--rate", "3"],
+        vec!["--url", url.as_str(), "--trace", s(&tmp("no-such.jsonl"))],
+    ] {
+        assert_eq!(
+            loadgen(&bad, Duration::from_secs(10)).status.code(),
+            Some(2),
+            "{bad:?}"
+        );
+    }
+}

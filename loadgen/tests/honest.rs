@@ -35,7 +35,7 @@ fn opts() -> RunOptions {
 }
 
 fn run(sc: &Scenario) -> (run::RunOutcome, Interval) {
-    let out = run::execute(sc, &opts(), |_, _| {}).expect("run completes");
+    let out = run::execute(sc, &opts(), |_| {}).expect("run completes");
     let totals = out.totals.clone();
     (out, totals)
 }
@@ -206,6 +206,83 @@ fn stages_ramp_sessions_and_warm_up_is_not_counted() {
     assert_eq!(c.errors_total(), 0, "{:?}", c.errors);
     // Sessions that connected during the ramp (warm-up) are not counted.
     assert!(t.figure(Figure::Connect).len() < 30);
+    // The stages: the ramp was all warm-up, the hold has every measured message.
+    assert_eq!(out.stages.len(), 2, "one interval per stage");
+    assert_eq!(out.stages[0].counters.sent, 0, "the ramp is warm-up");
+    assert_eq!(out.stages[1].counters.sent, c.sent);
+    assert_eq!(
+        out.stages[1].figure(Figure::Rtt).len(),
+        t.figure(Figure::Rtt).len()
+    );
+    // The series: whole seconds from the start of the stages, offering what
+    // the schedule did (the ramp from 0 to 100 a second offers 50 in its
+    // second, the hold 100), then the drain.
+    let series = &out.series;
+    assert!(series.len() >= 2, "{series:?}");
+    assert_eq!(series[0].t_s, 0);
+    assert!(series.windows(2).all(|w| w[1].t_s == w[0].t_s + 1));
+    assert!(
+        (series[0].offered - 50.0).abs() < 1e-6,
+        "{}",
+        series[0].offered
+    );
+    assert!(
+        (series[1].offered - 100.0).abs() < 1e-6,
+        "{}",
+        series[1].offered
+    );
+    assert_eq!(series[0].sent, 0, "warm-up messages are not in the series");
+    assert_eq!(series.iter().map(|p| p.sent).sum::<u64>(), c.sent);
+    assert!(series[1].rtt_p99_us.is_some());
+    assert_eq!(series[1].open, 30);
+}
+
+#[test]
+fn a_stage_gets_the_replies_of_its_messages_even_when_they_settle_in_the_next() {
+    // Replies take 600 ms: the last messages of the first stage settle in
+    // the second, and still count as the first stage's.
+    let addr = server(Behaviour {
+        ack_delay: Duration::from_millis(600),
+        ..Behaviour::default()
+    });
+    let mut sc = Scenario::simple(&url(addr), 0, 0.0, Duration::from_secs(1));
+    sc.replies = false;
+    sc.arrivals = loadgen::arrivals::ArrivalKind::Constant;
+    sc.stages = vec![
+        Stage {
+            name: Some("busy".into()),
+            duration: Dur(Duration::from_secs(1)),
+            sessions: 10,
+            rate: 50.0,
+            shape: Shape::Step,
+        },
+        Stage {
+            name: Some("quiet".into()),
+            duration: Dur(Duration::from_secs(1)),
+            sessions: 10,
+            rate: 0.0,
+            shape: Shape::Step,
+        },
+    ];
+    let (out, t) = run(&sc);
+    assert_eq!(t.counters.errors_total(), 0, "{:?}", t.counters.errors);
+    let (busy, quiet) = (&out.stages[0], &out.stages[1]);
+    assert_eq!(busy.counters.sent, t.counters.sent);
+    assert!(busy.counters.sent >= 45, "{}", busy.counters.sent);
+    assert_eq!(
+        busy.counters.acked, busy.counters.sent,
+        "every ack is the busy stage's"
+    );
+    assert_eq!(quiet.counters.sent, 0);
+    assert_eq!(quiet.figure(Figure::Rtt).len(), 0);
+    // Yet the series shows acks arriving in the quiet stage's second.
+    let acked_late: u64 = out
+        .series
+        .iter()
+        .filter(|p| p.t_s >= 1)
+        .map(|p| p.acked)
+        .sum();
+    assert!(acked_late >= 20, "{:?}", out.series);
 }
 
 #[test]
@@ -220,7 +297,7 @@ fn the_epoll_driver_measures_the_same_way() {
         driver: inference_client::IoDriver::Epoll,
         ..opts()
     };
-    let out = run::execute(&sc, &o, |_, _| {}).expect("run completes");
+    let out = run::execute(&sc, &o, |_| {}).expect("run completes");
     assert_eq!(out.driver, "epoll");
     let rtt = out.totals.figure(Figure::Rtt);
     assert!(rtt.len() >= 50, "{}", rtt.len());
@@ -238,10 +315,75 @@ fn nothing_listening_is_a_connection_failure_not_a_result() {
     let addr = l.local_addr().unwrap();
     drop(l);
     let sc = Scenario::simple(&url(addr), 5, 10.0, Duration::from_secs(1));
-    let err = run::execute(&sc, &opts(), |_, _| {}).unwrap_err();
+    let err = run::execute(&sc, &opts(), |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("could not open any session") && msg.contains("refused"),
         "{msg}"
     );
+}
+
+#[test]
+fn scripted_conversations_reload_go_offline_resume_and_report_each_turn() {
+    let addr = server(Behaviour {
+        ack_delay: Duration::from_millis(5),
+        tokens: 3,
+        token_interval: Duration::from_millis(5),
+        ..Behaviour::default()
+    });
+    let toml_text = format!(
+        r#"
+url = "{}"
+seed = 7
+
+[[stages]]
+duration = "5s"
+sessions = 6
+
+[[conversation]]
+name = "order"
+jitter = 0.2
+turns = [
+  {{ say = "Where is my order?", think = "150ms" }},
+  {{ say = "It is order 1234", think = "150ms" }},
+  {{ reload = true, think = "50ms" }},
+  {{ say = "Still there?", think = "50ms" }},
+  {{ human = "a person please", think = "50ms" }},
+  {{ offline = "300ms", think = "50ms" }},
+  {{ rate = 4, think = "50ms" }},
+  {{ say = "Thanks", think = "50ms" }},
+]
+"#,
+        url(addr)
+    );
+    let sc = Scenario::from_toml(&toml_text, std::path::Path::new("conv.toml")).unwrap();
+    let (out, t) = run(&sc);
+    let c = &t.counters;
+    assert_eq!(c.errors_total(), 0, "{:?}", c.errors);
+    assert!(c.replied > 0 && c.replied == c.sent, "{c:?}");
+    // Four messages per conversation, told apart by turn.
+    assert_eq!(
+        out.turns.len(),
+        4,
+        "{:?}",
+        out.turns
+            .iter()
+            .map(|x| x.counters.sent)
+            .collect::<Vec<_>>()
+    );
+    let sent: Vec<u64> = out.turns.iter().map(|x| x.counters.sent).collect();
+    assert!(
+        sent.windows(2).all(|w| w[0] >= w[1]),
+        "later turns are reached by fewer: {sent:?}"
+    );
+    assert_eq!(sent.iter().sum::<u64>(), c.sent);
+    assert!(sent[3] >= 3, "{sent:?}");
+    for turn in &out.turns {
+        assert_eq!(turn.figure(Figure::Ttft).len(), turn.counters.replied);
+    }
+    // Every reload and every return from offline resumed the session.
+    assert!(c.reconnects >= 2 * sent[3], "{c:?}");
+    assert_eq!(c.resumed, c.reconnects, "{c:?}");
+    // Visitors who finished left and new ones came: more sessions than the target.
+    assert!(c.sessions_attempted > 6, "{c:?}");
 }

@@ -97,6 +97,11 @@ pub struct ServerStats {
     pub streams_cancelled: u64,
     /// Tokens sent.
     pub tokens_sent: u64,
+    /// Prompt tokens of the chat and completions requests (as their `usage`
+    /// counts them), so a client can learn the prompt lengths it was sent
+    /// (vLLM's `vllm:prompt_tokens_total`).
+    #[serde(default)]
+    pub prompt_tokens: u64,
     /// Requests answered by an injected fault.
     pub faults_injected: u64,
     /// Sequences in the KV cache now.
@@ -297,6 +302,46 @@ async fn drive(sim: Rc<Sim>) {
     }
 }
 
+/// vLLM's sampling parameters that set an answer's length, as load
+/// generators send them (`vllm bench serve --ignore-eos`, AIPerf) so that
+/// every request gets the tokens it asked for: `ignore_eos` (generate to
+/// `max_tokens`, finishing with `length`) and `min_tokens` (no end before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Length {
+    /// Never stop before `max_tokens`.
+    pub ignore_eos: bool,
+    /// Stop no earlier than this.
+    pub min_tokens: Option<u32>,
+}
+
+impl Length {
+    /// The length parameters of a request body (none if it is not JSON).
+    pub fn of(body: &[u8]) -> Length {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// The answer's pieces, made long enough by repeating them: past
+    /// `max_tokens` with `ignore_eos` (so the engine cuts it there with
+    /// `length`, as a model that never met its end), to `min_tokens` else.
+    pub fn fit(self, mut pieces: Vec<String>, max_tokens: u32) -> Vec<String> {
+        let want = if self.ignore_eos {
+            max_tokens as usize + 1
+        } else {
+            self.min_tokens.unwrap_or(0).min(max_tokens) as usize
+        };
+        if pieces.is_empty() {
+            pieces.push(" the".into());
+        }
+        let natural = pieces.len();
+        for i in natural..want {
+            let p = pieces[i % natural].trim_start().to_string();
+            pieces.push(format!(" {p}"));
+        }
+        pieces
+    }
+}
+
 impl Sim {
     fn add(
         &self,
@@ -305,20 +350,18 @@ impl Sim {
         index: u32,
         messages: &[ChatMessage],
         max_tokens: u32,
+        length: Length,
     ) -> SeqId {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
-        let pieces = split_pieces(&compose(messages));
+        let max_tokens = max_tokens.min(self.cfg.max_tokens);
+        let pieces = length.fit(split_pieces(&compose(messages)), max_tokens);
         self.mailboxes
             .borrow_mut()
             .insert(seq, (mailbox.clone(), index));
-        self.engine.borrow_mut().add(
-            now,
-            seq,
-            count_prompt_tokens(messages),
-            pieces,
-            max_tokens.min(self.cfg.max_tokens),
-        );
+        self.engine
+            .borrow_mut()
+            .add(now, seq, count_prompt_tokens(messages), pieces, max_tokens);
         self.work.notify();
         seq
     }
@@ -621,8 +664,10 @@ async fn chat(sim: &Rc<Sim>, stream: &mut Stream, body: &[u8], keep: bool) -> io
         .unwrap_or(sim.cfg.max_tokens);
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let prompt_tokens = count_prompt_tokens(&messages);
+    sim.stats.borrow_mut().prompt_tokens += u64::from(prompt_tokens);
     let mailbox = Rc::new(Mailbox::default());
-    let seq = sim.add(Instant::now(), &mailbox, 0, &messages, max_tokens);
+    let length = Length::of(body);
+    let seq = sim.add(Instant::now(), &mailbox, 0, &messages, max_tokens, length);
     let id = sim.meta_id("chatcmpl");
     let model = req.model.unwrap_or_else(|| sim.cfg.model.clone());
     let meta = ChunkMeta {
@@ -691,12 +736,14 @@ async fn completions(
     let mut seqs = Vec::with_capacity(prompts.len());
     let mut prompt_tokens = 0u32;
     let now = Instant::now();
+    let length = Length::of(body);
     for (i, p) in prompts.iter().enumerate() {
         let messages = openai::parse_chatml(p)
             .unwrap_or_else(|| vec![ChatMessage::new(Role::User, p.as_str())]);
         prompt_tokens += count_tokens(p);
-        seqs.push(sim.add(now, &mailbox, i as u32, &messages, max_tokens));
+        seqs.push(sim.add(now, &mailbox, i as u32, &messages, max_tokens, length));
     }
+    sim.stats.borrow_mut().prompt_tokens += u64::from(prompt_tokens);
     let id = sim.meta_id("cmpl");
     let model = req.model.unwrap_or_else(|| sim.cfg.model.clone());
     let meta = ChunkMeta {
@@ -957,4 +1004,44 @@ async fn respond_error(
     };
     let body = openai::error_body(message, kind, status.as_u16()).into_bytes();
     respond(stream, status, "application/json", body, keep).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!(" w{i}")).collect()
+    }
+
+    #[test]
+    fn length_parameters_make_answers_the_length_asked_for() {
+        let body = br#"{"max_tokens": 9, "ignore_eos": true, "min_tokens": 9}"#;
+        let l = Length::of(body);
+        assert_eq!(
+            l,
+            Length {
+                ignore_eos: true,
+                min_tokens: Some(9)
+            }
+        );
+        assert_eq!(
+            l.fit(pieces(3), 9).len(),
+            10,
+            "past max_tokens: cut with length"
+        );
+        let min = Length {
+            ignore_eos: false,
+            min_tokens: Some(5),
+        };
+        let p = min.fit(pieces(3), 100);
+        assert_eq!(p.len(), 5);
+        assert_eq!(p[3], " w0", "repeats the answer, one token a piece");
+        let bounded = min.fit(pieces(3), 4);
+        assert_eq!(bounded.len(), 4, "max_tokens bounds min_tokens");
+        let as_is = Length::default().fit(pieces(3), 1);
+        assert_eq!(as_is.len(), 3, "nothing asked: as is");
+        assert_eq!(Length::of(b"not json"), Length::default());
+        assert_eq!(Length::default().fit(Vec::new(), 9).len(), 1);
+    }
 }

@@ -44,6 +44,11 @@ struct Args {
     /// How long the stall holds every frame back.
     #[arg(long, default_value = "1s")]
     stall_for: Dur,
+    /// Serve messages one at a time, each taking this long (0: no queue):
+    /// a server with a capacity of 1 / service-time messages a second, whose
+    /// latency grows without bound when offered more (a knee for sweeps).
+    #[arg(long, default_value = "0")]
+    service_time: Dur,
     /// Use epoll even where io_uring works.
     #[arg(long)]
     epoll: bool,
@@ -67,6 +72,7 @@ fn main() {
             busy_retry_ms: a.busy_retry_ms,
             stall_after: a.stall_after.map(|d| d.0),
             stall_for: a.stall_for.0,
+            service_time: a.service_time.0,
         },
     };
     match testserver::spawn(cfg) {

@@ -68,8 +68,8 @@ mod tests {
         let mut log = HdrLog::new(Vec::new(), SystemTime::now()).unwrap();
         for s in 0..3u64 {
             let mut r = Recorder::default();
-            r.record(Figure::Rtt, 100 * (s + 1));
-            r.record(Figure::Ttft, 500_000);
+            r.record(crate::metrics::Mark::Stage(0), Figure::Rtt, 100 * (s + 1));
+            r.record(crate::metrics::Mark::Stage(0), Figure::Ttft, 500_000);
             log.interval(s as f64, 1.0, &r.take()).unwrap();
         }
         let bytes = log.into_inner();

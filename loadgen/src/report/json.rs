@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use thiserror::Error;
 
 use super::{Report, SCHEMA};
@@ -68,7 +69,7 @@ pub fn decode_hdr(s: &str) -> Result<Histogram<u64>, ReportError> {
 }
 
 /// Writes a report, pretty-printed.
-pub fn write(path: &Path, r: &Report) -> Result<(), ReportError> {
+pub fn write(path: &Path, r: &impl Serialize) -> Result<(), ReportError> {
     let text = serde_json::to_string_pretty(r).expect("a report always serializes");
     std::fs::write(path, text + "\n").map_err(|source| ReportError::Io {
         path: path.to_path_buf(),

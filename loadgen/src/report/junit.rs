@@ -2,6 +2,7 @@
 //! budget as a passed or failed test.
 
 use super::Report;
+use crate::sweep::SweepReport;
 
 /// XML-escapes text for attributes and content.
 fn esc(s: &str) -> String {
@@ -71,6 +72,55 @@ pub fn render(r: &Report) -> String {
         x.push_str("    </testcase>\n");
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+/// The JUnit document of a sweep: one test case, the capacity at SLO, which
+/// fails only when even the first step missed its budgets (steps past the
+/// knee are expected to miss them: that is how the knee is found).
+pub fn render_sweep(sw: &SweepReport) -> String {
+    let failed = sw.capacity_per_s.is_none();
+    let elapsed: f64 = sw.steps.iter().map(|s| s.report.elapsed_s).sum();
+    let steps: Vec<String> = sw
+        .steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} msg/s: {}",
+                crate::sweep::fmt_rate(s.rate_per_s),
+                if s.passed { "pass" } else { "fail" }
+            )
+        })
+        .collect();
+    let mut x = String::new();
+    x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(&format!(
+        "<testsuites name=\"loadgen\" tests=\"1\" failures=\"{}\" time=\"{elapsed:.3}\">\n  <testsuite name=\"loadgen sweep\" tests=\"1\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{elapsed:.3}\">\n",
+        u8::from(failed),
+        u8::from(failed)
+    ));
+    x.push_str(&format!(
+        "    <properties>\n      <property name=\"url\" value=\"{}\"/>\n      <property name=\"capacity_per_s\" value=\"{}\"/>\n    </properties>\n",
+        esc(&sw.url),
+        sw.capacity_per_s.map_or_else(String::new, |c| c.to_string())
+    ));
+    x.push_str(&format!(
+        "    <testcase classname=\"loadgen.sweep\" name=\"capacity at SLO\" time=\"{elapsed:.3}\">\n"
+    ));
+    if failed {
+        x.push_str(&format!(
+            "      <failure message=\"no capacity: the first step missed its budgets\" type=\"BudgetMissed\">{}</failure>\n",
+            esc(&steps.join("; "))
+        ));
+    } else {
+        x.push_str(&format!(
+            "      <system-out>capacity {} msg/s; {}</system-out>\n",
+            sw.capacity_per_s
+                .map_or_else(String::new, crate::sweep::fmt_rate),
+            esc(&steps.join("; "))
+        ));
+    }
+    x.push_str("    </testcase>\n  </testsuite>\n</testsuites>\n");
     x
 }
 

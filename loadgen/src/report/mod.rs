@@ -7,8 +7,10 @@
 //! whole histogram in HdrHistogram's compressed V2 encoding, base64.
 
 pub mod hdrlog;
+pub mod html;
 pub mod json;
 pub mod junit;
+pub mod series;
 pub mod svg;
 pub mod table;
 
@@ -18,12 +20,13 @@ use std::time::UNIX_EPOCH;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{evaluate_all, Budget, Facts, Outcome};
+use crate::budget::{evaluate_all, Aborted, Budget, Facts, Outcome};
 use crate::metrics::{Counters, ErrorKind, Figure, Interval};
 use crate::run::RunOutcome;
 use crate::scenario::{Scenario, Shard};
 use crate::slo::Slo;
 use crate::system::Machine;
+pub use series::SeriesPoint;
 
 /// The schema name and version every report carries.
 pub const SCHEMA: &str = "loadgen-report/1";
@@ -182,6 +185,21 @@ pub struct Messages {
     pub late: u64,
     /// Sent per second over the measured stages.
     pub rate_per_s: f64,
+    /// Output tokens of the completed replies (see [`Counters::output_tokens`]).
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Output tokens per second over the measured stages.
+    #[serde(default)]
+    pub output_tokens_per_s: f64,
+    /// Prompt tokens sent (direct mode).
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Reconnects of scripted conversations that reached `welcome`.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Of those, resumed with the session's history.
+    #[serde(default)]
+    pub resumed: u64,
 }
 
 /// Goodput.
@@ -195,6 +213,9 @@ pub struct Goodput {
     pub total: u64,
     /// good / total in percent; `null` with no messages.
     pub percent: Option<f64>,
+    /// Good messages per second over the measured stages.
+    #[serde(default)]
+    pub per_s: f64,
 }
 
 /// Where a shard ran.
@@ -224,6 +245,11 @@ pub struct Report {
     pub tool: Tool,
     /// Wall-clock start, milliseconds since the Unix epoch (earliest shard when merged).
     pub started_at_unix_ms: u64,
+    /// When the stages started (after the connect phase), milliseconds since
+    /// the Unix epoch (earliest shard when merged); `t_s` of the series
+    /// counts from here.
+    #[serde(default)]
+    pub stages_started_at_unix_ms: Option<u64>,
     /// Start to finish, seconds (longest shard when merged).
     pub elapsed_s: f64,
     /// Stage time after warm-up, seconds.
@@ -242,7 +268,7 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Goodput.
     pub goodput: Goodput,
-    /// `connect`, `rtt`, `ttft`, `itl`, `reply`: always all five.
+    /// `connect`, `rtt`, `ttft`, `itl`, `reply`, `tpot`: always all six.
     pub metrics: BTreeMap<String, Metric>,
     /// How late loadgen sent open-model messages after they were due (its own
     /// share of every figure; large values mean loadgen, not the server, was slow).
@@ -257,6 +283,78 @@ pub struct Report {
     /// that means ([`busy_warning`]).
     #[serde(default)]
     pub busy_warning: Option<String>,
+    /// Each scenario stage's own figures: a message belongs to the stage it
+    /// was due (or sent) in, whenever it settled.
+    #[serde(default)]
+    pub stages: Vec<StageReport>,
+    /// One point per second of the run, from the first second of the stages.
+    #[serde(default)]
+    pub series: Vec<SeriesPoint>,
+    /// With `[[conversation]]`: the figures of each conversation's first
+    /// message, second, ... (whatever the conversation), in turn order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<TurnReport>,
+    /// Set when `--abort-on-fail` ended the run early: when, and which
+    /// budgets had stopped holding.
+    #[serde(default)]
+    pub aborted: Option<Aborted>,
+}
+
+/// The figures of the `turn`th message of every conversation played.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnReport {
+    /// 1 for each conversation's first message, 2 for the second, ...
+    pub turn: u32,
+    /// Its messages (rates over the run's measured time).
+    pub messages: Messages,
+    /// Its errors by code, `busy` included, only codes seen.
+    pub errors: BTreeMap<String, u64>,
+    /// Its goodput.
+    pub goodput: Goodput,
+    /// Every figure, as in [`Report::metrics`].
+    pub metrics: BTreeMap<String, Metric>,
+}
+
+impl TurnReport {
+    /// The turn `turn` of `totals`, over `measured_s` seconds.
+    pub fn of(turn: u32, totals: &Interval, slos: &[Slo], measured_s: f64) -> TurnReport {
+        let c = &totals.counters;
+        TurnReport {
+            turn,
+            messages: Messages::of(c, per_second(c.sent, measured_s), measured_s),
+            errors: errors_of(c),
+            goodput: Goodput::of(c, slos, measured_s),
+            metrics: metrics_of(totals),
+        }
+    }
+
+    /// The turn's measurements back (lossless).
+    pub fn to_interval(&self) -> Result<Interval, json::ReportError> {
+        decode(&self.metrics, &self.messages, &self.errors)
+    }
+}
+
+/// One scenario stage's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// The stage's name (`stage-N` when the scenario gives none).
+    pub name: String,
+    /// Seconds from the start of the stages to this stage's start.
+    pub start_s: f64,
+    /// Its length, seconds.
+    pub duration_s: f64,
+    /// Sessions it holds at its end.
+    pub sessions: u64,
+    /// Messages per second it offers at its end (open model).
+    pub rate_per_s: f64,
+    /// Its messages (rates over its measured part: after warm-up).
+    pub messages: Messages,
+    /// Its errors by code, `busy` included, only codes seen.
+    pub errors: BTreeMap<String, u64>,
+    /// Its goodput.
+    pub goodput: Goodput,
+    /// Every figure, as in [`Report::metrics`].
+    pub metrics: BTreeMap<String, Metric>,
 }
 
 /// What [`Report::assemble`] needs besides the measurements.
@@ -284,6 +382,16 @@ pub struct Context {
     pub rss_peak_bytes: u64,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Each stage's measurements.
+    pub stages: Vec<StageInput>,
+    /// The per-second series.
+    pub series: Vec<SeriesPoint>,
+    /// Each conversation turn's measurements (index 0 is turn 1).
+    pub turns: Vec<Interval>,
+    /// Why the run ended early, if it did.
+    pub aborted: Option<Aborted>,
+    /// When the stages started, ms since the epoch.
+    pub stages_started_at_unix_ms: Option<u64>,
 }
 
 impl Report {
@@ -307,6 +415,14 @@ impl Report {
             rss_baseline_bytes: outcome.rss_baseline,
             rss_peak_bytes: outcome.rss_at_peak,
             warnings: outcome.warnings.clone(),
+            stages: outcome.stage_inputs(scenario),
+            series: outcome.series.clone(),
+            turns: outcome.turns.clone(),
+            aborted: outcome.aborted.clone(),
+            stages_started_at_unix_ms: outcome
+                .stages_started_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
         };
         Report::assemble(&outcome.totals, ctx)
     }
@@ -314,19 +430,13 @@ impl Report {
     /// Builds the report and checks the scenario's budgets.
     pub fn assemble(totals: &Interval, ctx: Context) -> Report {
         let c = &totals.counters;
-        let metrics = Figure::ALL
+        let metrics = metrics_of(totals);
+        let errors = errors_of(c);
+        let turns = ctx
+            .turns
             .iter()
-            .map(|&f| {
-                (
-                    f.name().to_string(),
-                    Metric::from_histogram(totals.figure(f)),
-                )
-            })
-            .collect();
-        let errors = ErrorKind::ALL
-            .iter()
-            .filter(|k| c.error(**k) > 0)
-            .map(|k| (k.name().to_string(), c.error(*k)))
+            .enumerate()
+            .map(|(i, t)| TurnReport::of(i as u32 + 1, t, &ctx.scenario.slos, ctx.measured_s))
             .collect();
         let facts = Facts {
             totals,
@@ -337,6 +447,13 @@ impl Report {
         let verdict = verdict_of(&budgets).to_string();
         let mut warnings = ctx.warnings;
         let unsent = c.error(ErrorKind::Unsent);
+        let lost = c.reconnects.saturating_sub(c.resumed);
+        if lost > 0 && !warnings.iter().any(|w| w.contains("not resumed")) {
+            warnings.push(format!(
+                "{lost} of {} reconnects were not resumed: the server started a new session instead of taking up the one the cookie named",
+                c.reconnects
+            ));
+        }
         if unsent > 0 && !warnings.iter().any(|w| w.contains("fell behind")) {
             warnings.push(format!(
                 "loadgen fell behind its schedule: {unsent} due messages were never sent (counted as `unsent` errors); give it more --threads or --shard the load"
@@ -364,25 +481,9 @@ impl Report {
                 warmup_attempted: c.warmup_sessions_attempted,
                 warmup_opened: c.warmup_sessions_opened,
             },
-            messages: Messages {
-                sent: c.sent,
-                acked: c.acked,
-                replied: c.replied,
-                good: c.good,
-                busy: c.error(ErrorKind::Busy),
-                errors: c.errors_total(),
-                resent: c.resent,
-                resent_acked: c.resent_acked,
-                late: c.late,
-                rate_per_s: ctx.rate_per_s,
-            },
+            messages: Messages::of(c, ctx.rate_per_s, ctx.measured_s),
             errors,
-            goodput: Goodput {
-                slos: ctx.scenario.slos.clone(),
-                good: c.good,
-                total: c.sent,
-                percent: (c.sent > 0).then(|| 100.0 * c.good as f64 / c.sent as f64),
-            },
+            goodput: Goodput::of(c, &ctx.scenario.slos, ctx.measured_s),
             metrics,
             send_lag: Metric::from_histogram(&totals.send_lag),
             budgets,
@@ -391,45 +492,27 @@ impl Report {
             busy_warning: busy_warning(c.error(ErrorKind::Busy), c.sent),
             scenario: ctx.scenario,
             shards: ctx.shards,
+            stages: ctx.stages.iter().map(StageInput::report).collect(),
+            series: ctx.series,
+            turns,
+            aborted: ctx.aborted,
+            stages_started_at_unix_ms: ctx.stages_started_at_unix_ms,
         }
     }
 
     /// The measurements back as histograms and counters (lossless).
     pub fn to_interval(&self) -> Result<Interval, json::ReportError> {
-        let mut iv = Interval::default();
-        for f in Figure::ALL {
-            if let Some(m) = self.metrics.get(f.name()) {
-                let h = json::decode_hdr(&m.hdr)?;
-                let dst = &mut iv.hist[f.index()];
-                for v in h.iter_recorded() {
-                    dst.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-                }
-            }
-        }
+        let mut iv = decode(&self.metrics, &self.messages, &self.errors)?;
         let lag = json::decode_hdr(&self.send_lag.hdr)?;
         for v in lag.iter_recorded() {
             iv.send_lag
                 .saturating_record_n(v.value_iterated_to(), v.count_at_value());
         }
-        let mut c = Counters {
-            sent: self.messages.sent,
-            acked: self.messages.acked,
-            replied: self.messages.replied,
-            good: self.messages.good,
-            sessions_attempted: self.sessions.attempted,
-            sessions_opened: self.sessions.opened,
-            warmup_sessions_attempted: self.sessions.warmup_attempted,
-            warmup_sessions_opened: self.sessions.warmup_opened,
-            late: self.messages.late,
-            resent: self.messages.resent,
-            resent_acked: self.messages.resent_acked,
-            ..Counters::default()
-        };
-        for (name, n) in &self.errors {
-            let kind = ErrorKind::from_name(name).unwrap_or(ErrorKind::OtherServer);
-            c.errors[kind.index()] += n;
-        }
-        iv.counters = c;
+        let c = &mut iv.counters;
+        c.sessions_attempted = self.sessions.attempted;
+        c.sessions_opened = self.sessions.opened;
+        c.warmup_sessions_attempted = self.sessions.warmup_attempted;
+        c.warmup_sessions_opened = self.sessions.warmup_opened;
         Ok(iv)
     }
 
@@ -452,6 +535,211 @@ impl Report {
         self.verdict = verdict_of(&self.budgets).to_string();
         Ok(())
     }
+}
+
+impl Messages {
+    /// The message counts of `c`, sent at `rate_per_s` over `measured_s`.
+    pub fn of(c: &Counters, rate_per_s: f64, measured_s: f64) -> Messages {
+        Messages {
+            sent: c.sent,
+            acked: c.acked,
+            replied: c.replied,
+            good: c.good,
+            busy: c.error(ErrorKind::Busy),
+            errors: c.errors_total(),
+            resent: c.resent,
+            resent_acked: c.resent_acked,
+            late: c.late,
+            rate_per_s,
+            output_tokens: c.output_tokens,
+            output_tokens_per_s: per_second(c.output_tokens, measured_s),
+            input_tokens: c.input_tokens,
+            reconnects: c.reconnects,
+            resumed: c.resumed,
+        }
+    }
+}
+
+impl Goodput {
+    /// Goodput of `c` under `slos` over `measured_s`.
+    pub fn of(c: &Counters, slos: &[Slo], measured_s: f64) -> Goodput {
+        Goodput {
+            slos: slos.to_vec(),
+            good: c.good,
+            total: c.sent,
+            percent: (c.sent > 0).then(|| 100.0 * c.good as f64 / c.sent as f64),
+            per_s: per_second(c.good, measured_s),
+        }
+    }
+}
+
+fn per_second(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Every figure of `totals`, by name.
+fn metrics_of(totals: &Interval) -> BTreeMap<String, Metric> {
+    Figure::ALL
+        .iter()
+        .map(|&f| {
+            (
+                f.name().to_string(),
+                Metric::from_histogram(totals.figure(f)),
+            )
+        })
+        .collect()
+}
+
+/// The error counts of `c` by name, only those seen.
+fn errors_of(c: &Counters) -> BTreeMap<String, u64> {
+    ErrorKind::ALL
+        .iter()
+        .filter(|k| c.error(**k) > 0)
+        .map(|k| (k.name().to_string(), c.error(*k)))
+        .collect()
+}
+
+/// Histograms and message counters back from their report form (lossless;
+/// session counts are the caller's).
+fn decode(
+    metrics: &BTreeMap<String, Metric>,
+    messages: &Messages,
+    errors: &BTreeMap<String, u64>,
+) -> Result<Interval, json::ReportError> {
+    let mut iv = Interval::default();
+    for f in Figure::ALL {
+        if let Some(m) = metrics.get(f.name()) {
+            let h = json::decode_hdr(&m.hdr)?;
+            let dst = &mut iv.hist[f.index()];
+            for v in h.iter_recorded() {
+                dst.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+    let mut c = Counters {
+        sent: messages.sent,
+        acked: messages.acked,
+        replied: messages.replied,
+        good: messages.good,
+        late: messages.late,
+        resent: messages.resent,
+        resent_acked: messages.resent_acked,
+        output_tokens: messages.output_tokens,
+        input_tokens: messages.input_tokens,
+        reconnects: messages.reconnects,
+        resumed: messages.resumed,
+        ..Counters::default()
+    };
+    for (name, n) in errors {
+        let kind = ErrorKind::from_name(name).unwrap_or(ErrorKind::OtherServer);
+        c.errors[kind.index()] += n;
+    }
+    iv.counters = c;
+    Ok(iv)
+}
+
+/// A stage as a run measured it, before it becomes a [`StageReport`].
+#[derive(Debug, Clone)]
+pub struct StageInput {
+    /// Name.
+    pub name: String,
+    /// Start, seconds from the start of the stages.
+    pub start_s: f64,
+    /// Length, seconds.
+    pub duration_s: f64,
+    /// Sessions at its end.
+    pub sessions: u64,
+    /// Offered rate at its end.
+    pub rate_per_s: f64,
+    /// Its time after warm-up, seconds: what its rates are over.
+    pub measured_s: f64,
+    /// SLOs goodput is judged by.
+    pub slos: Vec<Slo>,
+    /// What it measured.
+    pub totals: Interval,
+}
+
+impl StageInput {
+    fn report(&self) -> StageReport {
+        let c = &self.totals.counters;
+        StageReport {
+            name: self.name.clone(),
+            start_s: self.start_s,
+            duration_s: self.duration_s,
+            sessions: self.sessions,
+            rate_per_s: self.rate_per_s,
+            messages: Messages::of(c, per_second(c.sent, self.measured_s), self.measured_s),
+            errors: errors_of(c),
+            goodput: Goodput::of(c, &self.slos, self.measured_s),
+            metrics: metrics_of(&self.totals),
+        }
+    }
+}
+
+impl StageReport {
+    /// The stage's measurements back (lossless).
+    pub fn to_interval(&self) -> Result<Interval, json::ReportError> {
+        decode(&self.metrics, &self.messages, &self.errors)
+    }
+
+    /// Seconds of the stage after warm-up, from its own counts.
+    fn measured_s(&self) -> f64 {
+        if self.messages.rate_per_s > 0.0 {
+            self.messages.sent as f64 / self.messages.rate_per_s
+        } else {
+            self.duration_s
+        }
+    }
+}
+
+/// Turns of several reports, added turn by turn.
+fn merge_turns(reports: &[Report]) -> Result<Vec<Interval>, json::ReportError> {
+    let mut out: Vec<Interval> = Vec::new();
+    for r in reports {
+        for t in &r.turns {
+            let i = t.turn.saturating_sub(1) as usize;
+            if out.len() <= i {
+                out.resize_with(i + 1, Interval::default);
+            }
+            out[i].add(&t.to_interval()?);
+        }
+    }
+    Ok(out)
+}
+
+/// Stages of shards that ran the same scenario, added stage by stage.
+fn merge_stages(reports: &[Report]) -> Result<Vec<StageInput>, json::ReportError> {
+    let Some(first) = reports.first() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(first.stages.len());
+    for (i, st) in first.stages.iter().enumerate() {
+        let mut totals = Interval::default();
+        let mut sessions = 0;
+        let mut rate = 0.0;
+        for r in reports {
+            if let Some(other) = r.stages.get(i) {
+                totals.add(&other.to_interval()?);
+                sessions += other.sessions;
+                rate += other.rate_per_s;
+            }
+        }
+        out.push(StageInput {
+            name: st.name.clone(),
+            start_s: st.start_s,
+            duration_s: st.duration_s,
+            sessions,
+            rate_per_s: rate,
+            measured_s: st.measured_s(),
+            slos: st.goodput.slos.clone(),
+            totals,
+        });
+    }
+    Ok(out)
 }
 
 fn verdict_of(budgets: &[Outcome]) -> &'static str {
@@ -492,6 +780,20 @@ pub fn merge(reports: &[Report], budgets: Option<&[Budget]>) -> Result<Report, j
         warnings.extend(r.warnings.iter().cloned());
     }
     warnings.dedup();
+    let mut stage_starts: Vec<u64> = reports
+        .iter()
+        .filter_map(|r| r.stages_started_at_unix_ms)
+        .collect();
+    stage_starts.sort_unstable();
+    if let (Some(a), Some(b)) = (stage_starts.first(), stage_starts.last()) {
+        // The series add up second by second of each shard's own stages.
+        if b - a > 1000 {
+            warnings.push(format!(
+                "the shards' stages started {:.1} s apart: their per-second series are added by second since each shard's own start; start them together with --start-at",
+                (b - a) as f64 / 1000.0
+            ));
+        }
+    }
     let mut scenario = first.scenario.clone();
     if let Some(b) = budgets {
         scenario.budgets = b.to_vec();
@@ -517,6 +819,11 @@ pub fn merge(reports: &[Report], budgets: Option<&[Budget]>) -> Result<Report, j
         rss_baseline_bytes: sum(&|r| r.sessions.rss_baseline_bytes),
         rss_peak_bytes: sum(&|r| r.sessions.rss_peak_bytes),
         warnings,
+        stages: merge_stages(reports)?,
+        series: series::merge(reports.iter().map(|r| r.series.as_slice()))?,
+        turns: merge_turns(reports)?,
+        aborted: reports.iter().find_map(|r| r.aborted.clone()),
+        stages_started_at_unix_ms: stage_starts.first().copied(),
     };
     Ok(Report::assemble(&totals, ctx))
 }
@@ -532,9 +839,21 @@ pub(crate) mod tests {
         let mut r = Recorder::default();
         let mut rng = fastrand::Rng::with_seed(seed);
         for _ in 0..1000 {
-            r.record(Figure::Rtt, 100 + rng.u64(..900));
-            r.record(Figure::Ttft, 200_000 + rng.u64(..600_000));
-            r.record(Figure::Connect, 300 + rng.u64(..100));
+            r.record(
+                crate::metrics::Mark::Stage(0),
+                Figure::Rtt,
+                100 + rng.u64(..900),
+            );
+            r.record(
+                crate::metrics::Mark::Stage(0),
+                Figure::Ttft,
+                200_000 + rng.u64(..600_000),
+            );
+            r.record(
+                crate::metrics::Mark::Stage(0),
+                Figure::Connect,
+                300 + rng.u64(..100),
+            );
             r.record_lag(rng.u64(..50));
         }
         r.counters().sent = 1000;
@@ -562,6 +881,11 @@ pub(crate) mod tests {
             rss_baseline_bytes: 1_000_000,
             rss_peak_bytes: 1_020_000,
             warnings: vec![],
+            stages: vec![],
+            series: vec![],
+            turns: vec![],
+            aborted: None,
+            stages_started_at_unix_ms: None,
         };
         Report::assemble(&r.take(), ctx)
     }
@@ -569,7 +893,7 @@ pub(crate) mod tests {
     #[test]
     fn assembles_every_figure_and_verdict() {
         let r = sample(1, &["rtt.p99<2ms", "errors<0.05%"]);
-        assert_eq!(r.metrics.len(), 5);
+        assert_eq!(r.metrics.len(), Figure::ALL.len());
         assert_eq!(r.metrics["rtt"].count, 1000);
         assert_eq!(r.metrics["itl"].count, 0);
         assert_eq!(r.metrics["itl"].p99_us, None);
@@ -607,6 +931,11 @@ pub(crate) mod tests {
                 rss_baseline_bytes: 10_000_000,
                 rss_peak_bytes: 14_000_000,
                 warnings: vec![],
+                stages: vec![],
+                series: vec![],
+                turns: vec![],
+                aborted: None,
+                stages_started_at_unix_ms: None,
             };
             Report::assemble(&r.take(), ctx).sessions.bytes_per_session
         };
@@ -649,6 +978,11 @@ pub(crate) mod tests {
             rss_baseline_bytes: 0,
             rss_peak_bytes: 0,
             warnings: vec![],
+            stages: vec![],
+            series: vec![],
+            turns: vec![],
+            aborted: None,
+            stages_started_at_unix_ms: None,
         };
         let rep = Report::assemble(&r.take(), ctx);
         assert!(rep

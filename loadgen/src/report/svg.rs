@@ -25,13 +25,15 @@ const LEGEND_ROW: f64 = 18.0;
 /// Rightmost point: 99.999%.
 const MAX_NINES: f64 = 5.0;
 
-fn colour(f: Figure) -> &'static str {
+/// Each figure's colour, in every chart of the reports.
+pub(super) fn colour(f: Figure) -> &'static str {
     match f {
         Figure::Connect => "#7f7f7f",
         Figure::Rtt => "#1f77b4",
         Figure::Ttft => "#d62728",
         Figure::Itl => "#2ca02c",
         Figure::Reply => "#9467bd",
+        Figure::Tpot => "#ff7f0e",
     }
 }
 
@@ -42,7 +44,7 @@ fn nines(p: f64) -> f64 {
 }
 
 /// An axis label for a power of ten of microseconds: `10us`, `1ms`, `100ms`, `10s`.
-fn decade(us: f64) -> String {
+pub(super) fn decade(us: f64) -> String {
     let us = us.round() as u64;
     if us >= 1_000_000 {
         format!("{}s", us / 1_000_000)
@@ -53,10 +55,23 @@ fn decade(us: f64) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
+/// The powers of ten of microseconds a log axis spans to hold `lo` to `hi`:
+/// whole decades, at least one.
+pub(super) fn decade_bounds(lo: u64, hi: u64) -> (f64, f64) {
+    let y_lo = 10f64.powf((lo.max(1) as f64).log10().floor());
+    let y_hi = 10f64
+        .powf(((hi.max(1) as f64) * 1.01).log10().ceil())
+        .max(y_lo * 10.0);
+    (y_lo, y_hi)
+}
+
+/// `s` made safe as XML or HTML text and as a quoted attribute value.
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The points of one histogram's percentile curve.
@@ -95,10 +110,7 @@ pub fn render(r: &Report, hists: &[(Figure, Histogram<u64>)]) -> String {
         .chain(budgets.iter().map(|b| b.1))
         .max()
         .unwrap_or(1000);
-    let y_lo = 10f64.powf((lo as f64).log10().floor());
-    let y_hi = 10f64
-        .powf(((hi as f64) * 1.01).log10().ceil())
-        .max(y_lo * 10.0);
+    let (y_lo, y_hi) = decade_bounds(lo, hi);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let xs = |x: f64| LEFT + pw * x / MAX_NINES;

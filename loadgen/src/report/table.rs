@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::Report;
 use crate::metrics::Figure;
+use crate::sweep::{Step, SweepReport};
 use crate::units::format_us;
 
 fn lat(v: Option<u64>) -> String {
@@ -38,12 +39,17 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "loadgen {} -> {}", r.tool.version, sc.url);
     let _ = writeln!(
         s,
-        "  {:?} model, {:?} arrivals, {} stage(s), {:.1}s measured, {}",
+        "  {:?} model, {:?} arrivals, {} stage(s), {:.1}s measured, {}{}",
         sc.model,
         sc.arrivals,
         sc.stages.len(),
         r.measured_s,
-        shards
+        shards,
+        if sc.transport.is_ws() {
+            ""
+        } else {
+            ", over long-polling"
+        }
     );
     let ss = &r.sessions;
     // Sessions opened in warm-up are not measured, but they are opened: a
@@ -109,6 +115,27 @@ pub fn render(r: &Report) -> String {
         },
         m.busy
     );
+    if m.output_tokens > 0 {
+        let _ = writeln!(
+            s,
+            "tokens     {} out ({:.1}/s){}; goodput {:.2} good/s",
+            m.output_tokens,
+            m.output_tokens_per_s,
+            if m.input_tokens > 0 {
+                format!(", {} in", m.input_tokens)
+            } else {
+                String::new()
+            },
+            r.goodput.per_s
+        );
+    }
+    if m.reconnects > 0 {
+        let _ = writeln!(
+            s,
+            "reconnects {} (reloads and back from offline), {} resumed",
+            m.reconnects, m.resumed
+        );
+    }
     if m.resent > 0 {
         let _ = writeln!(
             s,
@@ -154,8 +181,23 @@ pub fn render(r: &Report) -> String {
             lat(lag.max_us)
         );
     }
+    if r.stages.len() > 1 {
+        stages(&mut s, r);
+    }
+    if !r.turns.is_empty() {
+        turns(&mut s, r);
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "warning: {w}");
+    }
+    if let Some(a) = &r.aborted {
+        let _ = writeln!(
+            s,
+            "aborted: at {:.0} s, {} had not held since {:.0} s (--abort-on-fail)",
+            a.at_s,
+            a.budgets.join(", "),
+            a.breach_since_s
+        );
     }
     let _ = writeln!(s);
     if r.budgets.is_empty() {
@@ -190,6 +232,155 @@ pub fn render(r: &Report) -> String {
         );
     }
     s
+}
+
+/// Each stage's own figures, one line per stage.
+fn stages(s: &mut String, r: &Report) {
+    let width = r
+        .stages
+        .iter()
+        .map(|st| st.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<width$} {:>7} {:>9} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "stage",
+        "start",
+        "sent",
+        "sent/s",
+        "busy",
+        "errors",
+        "goodput",
+        "rtt p50",
+        "rtt p99",
+        "ttft p50",
+        "ttft p99"
+    );
+    for st in &r.stages {
+        let m = &st.messages;
+        let fig = |f: Figure| st.metrics.get(f.name());
+        let _ = writeln!(
+            s,
+            "{:<width$} {:>6.0}s {:>9} {:>8.1} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            st.name,
+            st.start_s,
+            m.sent,
+            m.rate_per_s,
+            m.busy,
+            m.errors,
+            st.goodput
+                .percent
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.1}%")),
+            lat(fig(Figure::Rtt).and_then(|x| x.p50_us)),
+            lat(fig(Figure::Rtt).and_then(|x| x.p99_us)),
+            lat(fig(Figure::Ttft).and_then(|x| x.p50_us)),
+            lat(fig(Figure::Ttft).and_then(|x| x.p99_us)),
+        );
+    }
+}
+
+/// Each conversation turn's figures: how the answers change as the
+/// conversation (and the prompt's history) grows.
+fn turns(s: &mut String, r: &Report) {
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<6} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "turn",
+        "sent",
+        "busy",
+        "errors",
+        "rtt p50",
+        "ttft p50",
+        "ttft p99",
+        "reply p50",
+        "reply p99"
+    );
+    for t in &r.turns {
+        let fig = |f: Figure, p99: bool| {
+            lat(t
+                .metrics
+                .get(f.name())
+                .and_then(|x| if p99 { x.p99_us } else { x.p50_us }))
+        };
+        let _ = writeln!(
+            s,
+            "{:<6} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            t.turn,
+            t.messages.sent,
+            t.messages.busy,
+            t.messages.errors,
+            fig(Figure::Rtt, false),
+            fig(Figure::Ttft, false),
+            fig(Figure::Ttft, true),
+            fig(Figure::Reply, false),
+            fig(Figure::Reply, true),
+        );
+    }
+}
+
+/// The column heads of a sweep's live table.
+pub fn sweep_header() -> String {
+    format!(
+        "{:>10} {:>9} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9}  verdict",
+        "rate/s", "sent/s", "goodput/s", "goodput", "busy", "rtt p99", "ttft p99", "errors"
+    )
+}
+
+/// One step of a sweep, as it completes.
+pub fn sweep_row(step: &Step) -> String {
+    let r = &step.report;
+    let p99 = |f: Figure| lat(r.metrics.get(f.name()).and_then(|x| x.p99_us));
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"));
+    let failed: Vec<&str> = r
+        .budgets
+        .iter()
+        .filter(|b| !b.pass)
+        .map(|b| b.budget.as_str())
+        .collect();
+    format!(
+        "{:>10} {:>9.1} {:>10.1} {:>9} {:>7} {:>9} {:>9} {:>9}  {}",
+        crate::sweep::fmt_rate(step.rate_per_s),
+        step.sent_per_s,
+        step.goodput_per_s,
+        pct(step.goodput_percent),
+        pct(step.busy_percent),
+        p99(Figure::Rtt),
+        p99(Figure::Ttft),
+        r.messages.errors,
+        if step.passed {
+            "pass".to_string()
+        } else {
+            format!("FAIL ({})", failed.join(", "))
+        }
+    )
+}
+
+/// The end of a sweep: the capacity at SLO, or why there is none.
+pub fn sweep_summary(sw: &SweepReport) -> String {
+    let budgets = sw
+        .budgets
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match (sw.capacity_per_s, sw.goodput_at_capacity_per_s) {
+        (Some(c), g) => format!(
+            "capacity at SLO: {} msg/s{} ({budgets}; {} steps)\n",
+            crate::sweep::fmt_rate(c),
+            g.map_or_else(String::new, |g| format!(", goodput {g:.1}/s")),
+            sw.steps.len()
+        ),
+        (None, _) => format!(
+            "capacity at SLO: none: even {} msg/s missed its budgets ({budgets})\n",
+            sw.steps
+                .first()
+                .map_or_else(|| "-".to_string(), |s| crate::sweep::fmt_rate(s.rate_per_s))
+        ),
+    }
 }
 
 #[cfg(test)]

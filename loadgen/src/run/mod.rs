@@ -4,7 +4,10 @@
 //! resident memory, and stops everything by a hard deadline so that every run
 //! is bounded in time.
 
+pub mod direct;
 pub mod net;
+pub mod poll;
+pub mod schedule;
 pub mod signal;
 pub mod timer;
 pub mod worker;
@@ -16,10 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 use inference_client::IoDriver;
 use thiserror::Error;
 
+use crate::budget::{evaluate_all, AbortRule, AbortWatch, Aborted, Facts};
 use crate::metrics::{ErrorKind, Figure, Interval};
 use crate::progress::{self, ProgressView};
 use crate::protocol::Text;
-use crate::scenario::{Scenario, ScenarioError, Shard, Share};
+use crate::report::{SeriesPoint, StageInput};
+use crate::scenario::{Model, Scenario, ScenarioError, Shard, Share, Transport};
 use crate::session::SessionConfig;
 use crate::system;
 use worker::{Control, Plan, Report, WorkerSpec};
@@ -39,6 +44,11 @@ pub struct RunOptions {
     pub shard: Shard,
     /// TCP connect to `welcome`, at most, per session.
     pub connect_timeout: Duration,
+    /// End the run early when the budgets stop holding (`--abort-on-fail`).
+    pub abort: Option<AbortRule>,
+    /// Start the stages at this wall-clock time (`--start-at`), so that
+    /// shards started apart run together.
+    pub start_at: Option<SystemTime>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +60,8 @@ impl Default for RunOptions {
             progress: false,
             shard: Shard::default(),
             connect_timeout: Duration::from_secs(10),
+            abort: None,
+            start_at: None,
         }
     }
 }
@@ -71,6 +83,25 @@ pub enum RunError {
     /// A worker thread could not run.
     #[error("worker failed: {0}")]
     Worker(String),
+}
+
+/// One second of a run, as [`execute`] hands it on in order: every worker's
+/// measurements of that second, merged.
+#[derive(Debug, Clone, Copy)]
+pub struct Second<'a> {
+    /// Seconds since the run started (connect phase included); the second
+    /// ends at `tick + 1`.
+    pub tick: u64,
+    /// Seconds since the stages started, `None` before (the connect
+    /// phase). Stages start on a tick boundary, so this second is whole.
+    pub t_s: Option<u64>,
+    /// What was measured in it.
+    pub interval: &'a Interval,
+    /// Sessions open at its end (this process).
+    pub open: u64,
+    /// Messages the schedule offered in it (this process's share; 0 before
+    /// the stages and in closed-model runs).
+    pub offered: f64,
 }
 
 /// What a run measured, before it is turned into a report.
@@ -100,9 +131,47 @@ pub struct RunOutcome {
     pub complete: bool,
     /// Things the user should know.
     pub warnings: Vec<String>,
+    /// Each stage's measurements, by stage index.
+    pub stages: Vec<Interval>,
+    /// Each conversation turn's measurements (index 0 is turn 1).
+    pub turns: Vec<Interval>,
+    /// One point per second from the start of the stages.
+    pub series: Vec<SeriesPoint>,
+    /// Set when `--abort-on-fail` ended the run early.
+    pub aborted: Option<Aborted>,
+    /// Wall-clock time the stages started (after the connect phase).
+    pub stages_started_at: Option<SystemTime>,
 }
 
 impl RunOutcome {
+    /// The stages as the report takes them: the scenario's shape with what
+    /// each measured.
+    pub fn stage_inputs(&self, sc: &Scenario) -> Vec<StageInput> {
+        let warmup = sc.warmup.secs();
+        let mut start = 0.0;
+        sc.stages
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let duration = st.duration.secs();
+                let end = start + duration;
+                let measured = (end - start.max(warmup)).max(0.0);
+                let input = StageInput {
+                    name: sc.stage_name(i),
+                    start_s: start,
+                    duration_s: duration,
+                    sessions: st.sessions,
+                    rate_per_s: st.rate,
+                    measured_s: measured,
+                    slos: sc.slos.clone(),
+                    totals: self.stages.get(i).cloned().unwrap_or_default(),
+                };
+                start = end;
+                input
+            })
+            .collect()
+    }
+
     /// Messages sent per second over the measured stages.
     pub fn rate_per_s(&self) -> f64 {
         let s = self.measured.as_secs_f64();
@@ -165,20 +234,43 @@ struct PendingTick {
     open: u64,
 }
 
-/// Runs `scenario` (this shard's share of it); `on_interval` gets each
+/// Runs `scenario` (this shard's share of it); `on_second` gets each
 /// second's merged measurements in order, then the remainder measured after
 /// the last full second.
 pub fn execute(
     scenario: &Scenario,
     opts: &RunOptions,
-    mut on_interval: impl FnMut(u64, &Interval),
+    mut on_second: impl FnMut(&Second<'_>),
 ) -> Result<RunOutcome, RunError> {
     let target = scenario.validate()?;
-    let texts: Vec<Text> = scenario
+    let mut texts: Vec<Text> = scenario
         .resolved_texts()?
         .iter()
         .map(|t| Text::new(t))
         .collect();
+    // A trace's texts follow the plain texts; its entries index them.
+    let trace = match &scenario.trace {
+        Some(path) => {
+            let mut t = crate::trace::Trace::load(path).map_err(ScenarioError::from)?;
+            let base = texts.len() as u32;
+            texts.extend(t.texts.iter().map(|x| Text::new(x)));
+            for e in &mut t.entries {
+                e.text += base;
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    // Each conversation's `say` texts follow the plain texts, in order.
+    let mut conversation_texts = Vec::with_capacity(scenario.conversations.len());
+    for conv in &scenario.conversations {
+        conversation_texts.push(texts.len() as u32);
+        for turn in &conv.turns {
+            if let crate::conversation::Action::Say(t) = &turn.action {
+                texts.push(Text::new(t));
+            }
+        }
+    }
     let addr = target.resolve().map_err(ScenarioError::from)?;
     let open_files = system::raise_nofile_limit();
     let mut warnings = Vec::new();
@@ -186,9 +278,19 @@ pub fn execute(
     let my_sessions: u64 = (0..threads as u32)
         .map(|w| Share::of(opts.shard, w, threads as u32).count(scenario.peak_sessions()))
         .sum();
-    if my_sessions + 64 > open_files.0 {
+    // A long-polling session holds two connections: the budget halves.
+    let per_session = scenario.transport.connections_per_session();
+    if my_sessions * per_session + 64 > open_files.0 {
+        let conns = if per_session > 1 {
+            format!(
+                " ({} connections, {per_session} per long-polling session)",
+                my_sessions * per_session
+            )
+        } else {
+            String::new()
+        };
         warnings.push(format!(
-            "this process is to hold {my_sessions} sessions but may open only {} files; run several processes with --shard I/N",
+            "this process is to hold {my_sessions} sessions{conns} but may open only {} files; run several processes with --shard I/N",
             open_files.0
         ));
     }
@@ -207,10 +309,35 @@ pub fn execute(
         connect_timeout: opts.connect_timeout,
         close_grace: Duration::from_secs(2),
         shard: opts.shard,
+        conversation_texts,
+        trace,
     });
+    let direct_work = direct::prepare(&plan)?;
 
     let started_at = SystemTime::now();
-    let run_start = Instant::now();
+    let now = Instant::now();
+    // With --start-at, the run's clock is set back by under a second so that
+    // the start falls on one of its whole seconds: each second of the series
+    // is then a whole second of the stages, on every shard alike.
+    let planned_start: Option<(Instant, u64)> = match opts.start_at {
+        Some(at) => match at.duration_since(started_at) {
+            Ok(wait) => Some((
+                now + wait,
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            )),
+            Err(_) => {
+                warnings.push(
+                    "--start-at has passed: the stages started as soon as the sessions were open"
+                        .to_string(),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let run_start = planned_start
+        .and_then(|(start, whole)| start.checked_sub(Duration::from_secs(whole)))
+        .unwrap_or(now);
     let (tx, rx) = flume::unbounded::<Report>();
     let mut controls = Vec::new();
     let mut handles = Vec::new();
@@ -228,9 +355,16 @@ pub fn execute(
             driver: opts.driver,
             cpu: opts.pin.then_some(i % cpus),
         };
+        // An http(s):// target is an inference server, loaded directly.
+        let work = direct_work.clone();
+        let transport = plan.scenario.transport;
         let h = std::thread::Builder::new()
             .name(format!("loadgen-w{i}"))
-            .spawn(move || worker::run(spec))
+            .spawn(move || match work {
+                Some(work) => direct::run(spec, work),
+                None if transport == Transport::Poll => poll::run(spec),
+                None => worker::run(spec),
+            })
             .map_err(|e| RunError::Worker(format!("cannot start a thread: {e}")))?;
         handles.push(h);
     }
@@ -263,12 +397,62 @@ pub fn execute(
         rss_at_peak: 0,
     };
     let mut remainder = Interval::default();
+    let mut stages: Vec<Interval> = Vec::new();
+    let mut turns: Vec<Interval> = Vec::new();
     let mut complete = true;
     let mut failure: Option<RunError> = None;
 
-    let mut handle_tick = |tick: u64, p: PendingTick, tally: &mut Tally, t0: Option<Instant>| {
+    let my_fraction: f64 = (0..threads as u32)
+        .map(|w| Share::of(opts.shard, w, threads as u32).fraction())
+        .sum();
+    let rate_profile = sc.rate_profile().scaled(my_fraction);
+    let open_model = sc.model == Model::Open;
+    let mut series: Vec<SeriesPoint> = Vec::new();
+    let mut t0_tick: Option<u64> = None;
+    let mut watch = opts.abort.map(AbortWatch::new);
+    let mut aborted: Option<Aborted> = None;
+    let warmup_s = sc.warmup.secs();
+    let mut handle_tick = |tick: u64,
+                           p: PendingTick,
+                           tally: &mut Tally,
+                           t0: Option<Instant>,
+                           t0_tick: Option<u64>| {
         tally.totals.add(&p.interval);
-        on_interval(tick, &p.interval);
+        let t_s = t0_tick.and_then(|t| tick.checked_sub(t));
+        let offered = match t_s {
+            Some(t) if open_model => rate_profile.integral_between(t as f64, t as f64 + 1.0),
+            _ => 0.0,
+        };
+        on_second(&Second {
+            tick,
+            t_s,
+            interval: &p.interval,
+            open: p.open,
+            offered,
+        });
+        if let Some(t) = t_s {
+            series.push(SeriesPoint::of(t, offered, &p.interval, p.open));
+        }
+        if let (Some(t), Some(w), None) = (t_s, watch.as_mut(), aborted.as_ref()) {
+            // Judged over everything measured so far, as the final verdict is.
+            let end = (t + 1) as f64;
+            let measured = (end.min(total.as_secs_f64()) - warmup_s).max(0.0);
+            let facts = Facts {
+                totals: &tally.totals,
+                peak_sessions: tally.peak_sessions.max(p.open),
+                rate_per_s: if measured > 0.0 {
+                    tally.totals.counters.sent as f64 / measured
+                } else {
+                    0.0
+                },
+            };
+            if end > warmup_s {
+                if let Some(a) = w.observe(end, &evaluate_all(&sc.budgets, &facts)) {
+                    broadcast(Control::Abort);
+                    aborted = Some(a);
+                }
+            }
+        }
         if p.open >= tally.peak_sessions && p.open > 0 {
             tally.peak_sessions = p.open;
             tally.rss_at_peak = system::rss_bytes();
@@ -319,8 +503,22 @@ pub fn execute(
                         });
                         broadcast(Control::Abort);
                     } else {
-                        let start = Instant::now() + Duration::from_millis(5);
+                        // The stages start on a tick boundary, so that each
+                        // second of the series is a whole second of them.
+                        let soon = Instant::now() + Duration::from_millis(5);
+                        let (start, tick) = match planned_start {
+                            Some((at, tick)) if soon <= at => (at, tick),
+                            _ => {
+                                if planned_start.is_some() {
+                                    warnings.push("the sessions opened after --start-at: this shard started late; give the sessions more time".to_string());
+                                }
+                                let ahead = soon.saturating_duration_since(run_start);
+                                let tick = ahead.as_secs() + u64::from(ahead.subsec_nanos() > 0);
+                                (run_start + Duration::from_secs(tick), tick)
+                            }
+                        };
                         t0 = Some(start);
+                        t0_tick = Some(tick);
                         if opened_at_ready >= tally.peak_sessions {
                             tally.peak_sessions = opened_at_ready;
                             tally.rss_at_peak = system::rss_bytes();
@@ -349,9 +547,30 @@ pub fn execute(
                 p.interval.add(&interval);
                 p.open += open;
             }
-            Some(Report::Done { interval, .. }) => {
+            Some(Report::Turns {
+                turns: worker_turns,
+                ..
+            }) => {
+                for (i, t) in worker_turns.iter().enumerate() {
+                    if turns.len() <= i {
+                        turns.resize_with(i + 1, Interval::default);
+                    }
+                    turns[i].add(t);
+                }
+            }
+            Some(Report::Done {
+                interval,
+                stages: worker_stages,
+                ..
+            }) => {
                 alive -= 1;
                 remainder.add(&interval);
+                for (i, st) in worker_stages.iter().enumerate() {
+                    if stages.len() <= i {
+                        stages.resize_with(i + 1, Interval::default);
+                    }
+                    stages[i].add(st);
+                }
             }
             Some(Report::Failed { error, .. }) => {
                 alive -= 1;
@@ -365,7 +584,7 @@ pub fn execute(
                 break;
             }
             let (tick, p) = entry.remove_entry();
-            handle_tick(tick, p, &mut tally, t0);
+            handle_tick(tick, p, &mut tally, t0, t0_tick);
         }
         if Instant::now() > deadline {
             complete = false;
@@ -379,11 +598,17 @@ pub fn execute(
     }
     let last_tick = pending.keys().last().copied();
     for (tick, p) in std::mem::take(&mut pending) {
-        handle_tick(tick, p, &mut tally, t0);
+        handle_tick(tick, p, &mut tally, t0, t0_tick);
     }
     let tail_tick = last_tick.map_or_else(|| run_start.elapsed().as_secs(), |t| t + 1);
     tally.totals.add(&remainder);
-    on_interval(tail_tick, &remainder);
+    on_second(&Second {
+        tick: tail_tick,
+        t_s: t0_tick.and_then(|t| tail_tick.checked_sub(t)),
+        interval: &remainder,
+        open: 0,
+        offered: 0.0,
+    });
     if complete {
         for h in handles {
             let _ = h.join();
@@ -392,7 +617,14 @@ pub fn execute(
     if let Some(f) = failure {
         return Err(f);
     }
-    let measured = total.saturating_sub(sc.warmup.0);
+    // One interval per stage, those that measured nothing included.
+    if stages.len() < sc.stages.len() {
+        stages.resize_with(sc.stages.len(), Interval::default);
+    }
+    let ran = aborted
+        .as_ref()
+        .map_or(total, |a| Duration::from_secs_f64(a.at_s).min(total));
+    let measured = ran.saturating_sub(sc.warmup.0);
     Ok(RunOutcome {
         totals: tally.totals,
         peak_sessions: tally.peak_sessions,
@@ -406,6 +638,11 @@ pub fn execute(
         open_files,
         complete,
         warnings,
+        stages,
+        turns,
+        series,
+        aborted,
+        stages_started_at: t0.map(|t0| started_at + t0.saturating_duration_since(now)),
     })
 }
 

@@ -157,6 +157,18 @@ pub fn shutdown_write(fd: RawFd) {
     }
 }
 
+/// Shuts both directions at once, as a lost network does to the server:
+/// no close frame, the reader sees the end at once.
+pub fn shutdown_both(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: plain syscall on an fd we own; errors are irrelevant here.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

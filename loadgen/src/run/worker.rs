@@ -17,14 +17,19 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use super::net::{self, Io};
+use super::schedule::{self, Pacer};
 use super::signal::Signal;
 use super::timer::PreciseTimer;
-use crate::arrivals::{Arrivals, Profile};
-use crate::metrics::{ErrorKind, Interval, Recorder};
+use crate::arrivals::Profile;
+use crate::conversation::{Next, Visitor, DEFAULT_THINK};
+use crate::metrics::{ErrorKind, Interval, Mark, Recorder};
+use crate::protocol;
 use crate::protocol::Text;
 use crate::scenario::{Model, Scenario, Shard, Share, ThinkDist};
 use crate::session::{Phase, Session, SessionConfig};
 use crate::target::Target;
+use crate::trace::{Trace, OPEN_AHEAD};
+use std::collections::HashMap;
 
 /// Size of the one read buffer a worker shares among all its sessions.
 const RECV_BUF: usize = 64 * 1024;
@@ -56,6 +61,10 @@ pub struct Plan {
     pub close_grace: Duration,
     /// This process's shard.
     pub shard: Shard,
+    /// Where each conversation's `say` texts start in `texts`, in order.
+    pub conversation_texts: Vec<u32>,
+    /// `--trace`: the trace, its entries' texts indexing `texts`.
+    pub trace: Option<Trace>,
 }
 
 /// Orders from the main thread.
@@ -107,8 +116,18 @@ pub enum Report {
         worker: u32,
         /// Measurements.
         interval: Box<Interval>,
+        /// Each stage's measurements, by stage index.
+        stages: Vec<Interval>,
         /// Most sessions it had open at once.
         peak_open: u64,
+    },
+    /// Each conversation turn's measurements (index 0 is turn 1), sent
+    /// just before `Done` by a worker whose sessions played conversations.
+    Turns {
+        /// Worker index.
+        worker: u32,
+        /// Measurements by turn.
+        turns: Vec<Interval>,
     },
     /// The worker could not run.
     Failed {
@@ -173,8 +192,11 @@ struct Conn {
     close_later: Cell<bool>,
     shut: Cell<bool>,
     dead: Cell<bool>,
-    /// Messages due before the session opened: (due, counted, text).
-    queued: RefCell<Vec<(Instant, bool, u32)>>,
+    /// Messages due before the session opened: (due, mark, text).
+    queued: RefCell<Vec<(Instant, Mark, u32)>>,
+    /// A scripted reload or offline spell: once the socket closes, open a
+    /// new one after this long, resuming the session.
+    reconnect: Cell<Option<Duration>>,
     settled: Signal,
 }
 
@@ -207,13 +229,15 @@ impl Worker {
         &self.plan.scenario
     }
 
-    /// Whether something starting at `at` is measured (not in warm-up).
-    fn counted_at(&self, at: Instant) -> bool {
-        let warmup = self.scenario().warmup.0;
-        match self.t0.get() {
-            None => warmup.is_zero(),
-            Some(t0) => at.saturating_duration_since(t0) >= warmup,
-        }
+    /// Whether something starting at `at` is measured (not in warm-up),
+    /// and in which stage.
+    fn mark_at(&self, at: Instant) -> Mark {
+        schedule::mark_at(self.scenario(), self.t0.get(), at)
+    }
+
+    /// The mark of something starting `t` seconds into the stages.
+    fn mark_of(&self, t: f64) -> Mark {
+        schedule::mark_of(self.scenario(), t)
     }
 
     fn mask(&self) -> [u8; 4] {
@@ -325,7 +349,10 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
     w.t0.set(Some(t0));
     let end = t0 + w.scenario().total();
 
-    monoio::spawn(controller(w.clone(), end));
+    // A trace opens and closes its own sessions.
+    if w.plan.trace.is_none() {
+        monoio::spawn(controller(w.clone(), end));
+    }
     monoio::spawn(sweeper(w.clone()));
     let abort = spec.control.clone();
     let w2 = w.clone();
@@ -334,17 +361,30 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
             w2.stopping.set(true);
         }
     });
-    match w.scenario().model {
-        Model::Open => {
-            if let Err(e) = open_model(&w, t0, end).await {
-                w.note_error(format!("arrival timer failed: {e}"));
+    if !w.scenario().conversations.is_empty() {
+        let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
+        for c in open {
+            if c.session.borrow().phase() == Phase::Open {
+                monoio::spawn(conversation_loop(w.clone(), c));
             }
         }
-        Model::Closed => {
-            let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
-            for c in open {
-                if c.session.borrow().phase() == Phase::Open {
-                    monoio::spawn(closed_loop(w.clone(), c));
+    } else {
+        match w.scenario().model {
+            Model::Open => {
+                let result = match &w.plan.trace {
+                    Some(trace) => trace_model(&w, trace, t0, end).await,
+                    None => open_model(&w, t0, end).await,
+                };
+                if let Err(e) = result {
+                    w.note_error(format!("arrival timer failed: {e}"));
+                }
+            }
+            Model::Closed => {
+                let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
+                for c in open {
+                    if c.session.borrow().phase() == Phase::Open {
+                        monoio::spawn(closed_loop(w.clone(), c));
+                    }
                 }
             }
         }
@@ -364,10 +404,20 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
 
 fn finish(w: &Rc<Worker>) {
     w.finished.set(true);
-    let interval = Box::new(w.rec.borrow_mut().take());
+    let (interval, stages, turns) = {
+        let mut rec = w.rec.borrow_mut();
+        (Box::new(rec.take()), rec.take_stages(), rec.take_turns())
+    };
+    if !turns.is_empty() {
+        let _ = w.tx.send(Report::Turns {
+            worker: w.index,
+            turns,
+        });
+    }
     let _ = w.tx.send(Report::Done {
         worker: w.index,
         interval,
+        stages,
         peak_open: w.peak_open.get(),
     });
 }
@@ -383,11 +433,9 @@ async fn stop_sessions(w: &Rc<Worker>) {
             c.session
                 .borrow_mut()
                 .fail_all(ErrorKind::Timeout, &mut rec);
-            for (_, counted, _) in c.queued.borrow_mut().drain(..) {
-                if counted {
-                    rec.counters().sent += 1;
-                    rec.error(ErrorKind::Timeout);
-                }
+            for (_, mark, _) in c.queued.borrow_mut().drain(..) {
+                rec.count(mark, |c| c.sent += 1);
+                rec.error_at(mark, ErrorKind::Timeout);
             }
         }
     }
@@ -398,35 +446,6 @@ async fn stop_sessions(w: &Rc<Worker>) {
     let until = Instant::now() + w.plan.close_grace;
     while (w.open.get() > 0 || w.connecting.get() > 0) && Instant::now() < until {
         monoio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Paces connects: `rate` per second, with a burst of one control period.
-struct Pacer {
-    rate: f64,
-    since: Instant,
-    started: u64,
-}
-
-impl Pacer {
-    fn new(rate: f64) -> Pacer {
-        Pacer {
-            rate,
-            since: Instant::now(),
-            started: 0,
-        }
-    }
-    /// How many connects may start now; counts them as started.
-    fn allowed(&mut self) -> u64 {
-        let budget = (self.since.elapsed().as_secs_f64() * self.rate).floor() as u64 + 1;
-        let n = budget.saturating_sub(self.started);
-        self.started += n;
-        n
-    }
-    /// Forgets unused budget (nothing was wanted).
-    fn idle(&mut self) {
-        self.since = Instant::now();
-        self.started = 0;
     }
 }
 
@@ -502,109 +521,150 @@ async fn sweeper(w: Rc<Worker>) {
 
 /// Sends each worker's interval once a second, on the second since the run started.
 async fn reporter(w: Rc<Worker>) {
-    let mut tick: u64 = 1;
-    loop {
-        let at = w.run_start + Duration::from_secs(tick);
-        monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await;
-        if w.finished.get() {
-            return;
-        }
-        let interval = Box::new(w.rec.borrow_mut().take());
-        let _ = w.tx.send(Report::Tick {
-            worker: w.index,
-            tick: tick - 1,
-            interval,
-            open: w.open.get(),
-        });
-        tick += 1;
-    }
+    schedule::ticks(
+        w.run_start,
+        || w.finished.get(),
+        |tick| {
+            let interval = Box::new(w.rec.borrow_mut().take());
+            let _ = w.tx.send(Report::Tick {
+                worker: w.index,
+                tick,
+                interval,
+                open: w.open.get(),
+            });
+        },
+    )
+    .await;
 }
 
 /// The open model: send each message when it is due, on any session.
 async fn open_model(w: &Rc<Worker>, t0: Instant, end: Instant) -> std::io::Result<()> {
-    let sc = w.scenario();
-    let rate = sc.rate_profile().scaled(w.share.fraction());
-    let phase = w.share.part as f64 / w.share.parts as f64;
-    let seed = sc
-        .seed
-        .wrapping_add(w.share.part.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let arrivals = Arrivals::new(&rate, sc.arrivals, sc.burstiness, seed, phase);
-    let warmup = sc.warmup.secs();
+    schedule::arrivals(
+        w.scenario(),
+        w.share,
+        w.share.fraction(),
+        t0,
+        end,
+        || w.stopping.get(),
+        |due, t| dispatch(w, due, w.mark_of(t)),
+        |t| schedule::count_unsent(&mut w.rec.borrow_mut(), w.mark_of(t)),
+    )
+    .await
+}
+
+/// Sends one message due at `due` on the next session in turn.
+fn dispatch(w: &Rc<Worker>, due: Instant, mark: Mark) {
+    let text = w.rng.borrow_mut().u32(..w.plan.texts.len() as u32);
+    let len = w.conns.borrow().len();
+    for _ in 0..len {
+        let i = w.rr.get() % len;
+        w.rr.set(i + 1);
+        let c = w.conns.borrow()[i].clone();
+        if deliver(w, &c, due, mark, text) {
+            return;
+        }
+    }
+    no_session(w, mark);
+}
+
+/// Sends a message due at `due` on `c` if it is open, or queues it for its
+/// `welcome` if it is opening; false when `c` can carry nothing.
+fn deliver(w: &Rc<Worker>, c: &Rc<Conn>, due: Instant, mark: Mark, text: u32) -> bool {
+    let phase = c.session.borrow().phase();
+    match phase {
+        Phase::Open if !c.closing.get() => {
+            send_on(w, c, due, mark, text);
+            true
+        }
+        Phase::Upgrading | Phase::Greeting if !c.dead.get() => {
+            c.queued.borrow_mut().push((due, mark, text));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A message was due with no session to carry it.
+fn no_session(w: &Rc<Worker>, mark: Mark) {
+    let mut rec = w.rec.borrow_mut();
+    rec.count(mark, |c| c.sent += 1);
+    rec.error_at(mark, ErrorKind::NoSession);
+}
+
+/// `--trace`: each of this worker's trace sessions opens shortly before its
+/// first message, sends each message at its time, and closes once its last
+/// is answered.
+async fn trace_model(
+    w: &Rc<Worker>,
+    trace: &Trace,
+    t0: Instant,
+    end: Instant,
+) -> std::io::Result<()> {
+    let (part, parts) = (w.share.part, w.share.parts);
+    let mine = |s: u32| Trace::is_mine(s, part, parts);
+    let mut opens: Vec<(Duration, u32)> = trace
+        .session_spans()
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| mine(*s as u32))
+        .map(|(s, span)| (span.0.saturating_sub(OPEN_AHEAD), s as u32))
+        .collect();
+    opens.sort_unstable();
+    let mut left: HashMap<u32, u32> = HashMap::new();
+    for e in trace.entries.iter().filter(|e| mine(e.session)) {
+        *left.entry(e.session).or_default() += 1;
+    }
     let timer = PreciseTimer::new()?;
-    // Past this, messages still waiting to be sent are counted `unsent`.
-    let give_up = end + Duration::from_millis(100);
-    let mut burst = 0u32;
-    let mut arrivals = arrivals.peekable();
-    while let Some(t) = arrivals.next() {
-        if w.stopping.get() {
+    let mut conns: HashMap<u32, Rc<Conn>> = HashMap::new();
+    let mut next_open = 0;
+    for e in trace.entries.iter().filter(|e| mine(e.session)) {
+        while let Some(&(at, s)) = opens.get(next_open).filter(|(at, _)| *at <= e.at) {
+            let when = t0 + at;
+            if when > Instant::now() {
+                timer.sleep_until(when).await?;
+            }
+            conns.insert(s, open_session(w));
+            next_open += 1;
+        }
+        let due = t0 + e.at;
+        if w.stopping.get() || due > end {
             break;
         }
-        let due = t0 + Duration::from_secs_f64(t);
-        if due > end {
-            break;
-        }
-        let now = Instant::now();
-        if due > now {
-            burst = 0;
+        if due > Instant::now() {
             timer.sleep_until(due).await?;
-        } else if now > give_up {
-            let mut unsent = 1;
-            while arrivals
-                .next_if(|&t| t0 + Duration::from_secs_f64(t) <= end)
-                .is_some()
-            {
-                unsent += 1;
-            }
-            let mut rec = w.rec.borrow_mut();
-            rec.counters().sent += unsent;
-            rec.counters().errors[ErrorKind::Unsent.index()] += unsent;
-            break;
-        } else {
-            // Behind schedule: catch up, but let the driver deliver reads and
-            // timers every few messages (ready tasks alone never park it).
-            burst += 1;
-            if burst % 32 == 0 {
-                timer.pause().await?;
-            }
         }
-        dispatch(w, due, t >= warmup);
+        let mark = w.mark_of(e.at.as_secs_f64());
+        let Some(c) = conns.get(&e.session).cloned() else {
+            no_session(w, mark);
+            continue;
+        };
+        if !deliver(w, &c, due, mark, e.text) {
+            no_session(w, mark);
+        }
+        let n = left.entry(e.session).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            monoio::spawn(close_when_settled(w.clone(), c));
+        }
     }
     Ok(())
 }
 
-/// Sends one message due at `due` on the next session in turn.
-fn dispatch(w: &Rc<Worker>, due: Instant, counted: bool) {
-    let text = w.rng.borrow_mut().u32(..w.plan.texts.len() as u32);
-    let conns = w.conns.borrow();
-    let len = conns.len();
-    for _ in 0..len {
-        let i = w.rr.get() % len;
-        w.rr.set(i + 1);
-        let c = conns[i].clone();
-        let phase = c.session.borrow().phase();
-        match phase {
-            Phase::Open if !c.closing.get() => {
-                drop(conns);
-                send_on(w, &c, due, counted, text);
-                return;
-            }
-            Phase::Upgrading | Phase::Greeting => {
-                c.queued.borrow_mut().push((due, counted, text));
-                return;
-            }
-            _ => continue,
-        }
+/// Closes a session once nothing it sent is in flight.
+async fn close_when_settled(w: Rc<Worker>, c: Rc<Conn>) {
+    while (c.session.borrow().in_flight() > 0 || !c.queued.borrow().is_empty())
+        && !c.dead.get()
+        && !w.stopping.get()
+    {
+        c.settled.wait().await;
     }
-    if counted {
-        let mut rec = w.rec.borrow_mut();
-        rec.counters().sent += 1;
-        rec.error(ErrorKind::NoSession);
-    }
+    w.remove(&c);
+    begin_close(&w, &c);
 }
 
-fn send_on(w: &Rc<Worker>, c: &Rc<Conn>, origin: Instant, counted: bool, text: u32) {
+fn send_on(w: &Rc<Worker>, c: &Rc<Conn>, origin: Instant, mark: Mark, text: u32) {
     let mask = w.mask();
-    if counted && w.scenario().model == Model::Open {
+    if mark.counted() && w.scenario().model == Model::Open {
         let lag = Instant::now().saturating_duration_since(origin);
         w.rec
             .borrow_mut()
@@ -617,7 +677,7 @@ fn send_on(w: &Rc<Worker>, c: &Rc<Conn>, origin: Instant, counted: bool, text: u
         let mut rec = w.rec.borrow_mut();
         session.send_message(
             origin,
-            counted,
+            mark,
             text,
             &w.plan.texts[text as usize],
             mask,
@@ -651,21 +711,21 @@ async fn closed_loop(w: Rc<Worker>, c: Rc<Conn>) {
             return;
         }
         let text = w.rng.borrow_mut().u32(..w.plan.texts.len() as u32);
-        send_on(&w, &c, now, w.counted_at(now), text);
+        send_on(&w, &c, now, w.mark_at(now), text);
         while c.session.borrow().in_flight() > 0 && !c.dead.get() && !w.stopping.get() {
             c.settled.wait().await;
         }
     }
 }
 
-fn open_session(w: &Rc<Worker>) {
+fn open_session(w: &Rc<Worker>) -> Rc<Conn> {
     let n = w.next_conn.get();
     w.next_conn.set(n + 1);
     let now = Instant::now();
-    let counted = w.counted_at(now);
+    let mark = w.mark_at(now);
     let mut rec = w.rec.borrow_mut();
-    if counted {
-        rec.counters().sessions_attempted += 1;
+    if mark.counted() {
+        rec.count(mark, |c| c.sessions_attempted += 1);
     } else {
         rec.counters().warmup_sessions_attempted += 1;
     }
@@ -674,7 +734,7 @@ fn open_session(w: &Rc<Worker>) {
         n,
         slot: Cell::new(0),
         listed: Cell::new(true),
-        session: RefCell::new(Session::new(now, counted)),
+        session: RefCell::new(Session::new(now, mark)),
         stream: RefCell::new(None),
         fd: Cell::new(-1),
         out: RefCell::new(Vec::new()),
@@ -684,6 +744,7 @@ fn open_session(w: &Rc<Worker>) {
         shut: Cell::new(false),
         dead: Cell::new(false),
         queued: RefCell::new(Vec::new()),
+        reconnect: Cell::new(None),
         settled: Signal::default(),
     });
     {
@@ -692,43 +753,16 @@ fn open_session(w: &Rc<Worker>) {
         v.push(conn.clone());
     }
     w.connecting.set(w.connecting.get() + 1);
-    monoio::spawn(session_task(w.clone(), conn));
+    monoio::spawn(session_task(w.clone(), conn.clone()));
+    conn
 }
 
 async fn session_task(w: Rc<Worker>, c: Rc<Conn>) {
-    let established = monoio::time::timeout(w.plan.connect_timeout, establish(&w, &c)).await;
+    let established = connect_within_timeout(&w, &c).await;
     w.connecting.set(w.connecting.get() - 1);
-    let failure = match established {
-        Ok(Ok(())) => None,
-        Ok(Err(f)) => Some(f),
-        Err(_) => Some((
-            ErrorKind::Connect,
-            format!(
-                "no welcome within {:?} of connecting",
-                w.plan.connect_timeout
-            ),
-        )),
-    };
-    if let Some((kind, msg)) = failure {
+    if let Err((kind, msg)) = established {
         w.failed.set(w.failed.get() + 1);
-        w.note_error(msg);
-        {
-            let mut rec = w.rec.borrow_mut();
-            if c.session.borrow().connect_counted() {
-                rec.error(kind);
-            }
-            // Messages that waited for this session fail with it.
-            for (_, counted, _) in c.queued.borrow_mut().drain(..) {
-                if counted {
-                    rec.counters().sent += 1;
-                    rec.error(kind);
-                }
-            }
-            c.session.borrow_mut().fail_all(kind, &mut rec);
-        }
-        w.remove(&c);
-        c.dead.set(true);
-        c.settled.notify();
+        fail_session(&w, &c, kind, msg);
         return;
     }
     if c.close_later.get() {
@@ -738,14 +772,38 @@ async fn session_task(w: Rc<Worker>, c: Rc<Conn>) {
     let open = w.open.get() + 1;
     w.open.set(open);
     w.peak_open.set(w.peak_open.get().max(open));
-    let queued: Vec<(Instant, bool, u32)> = std::mem::take(&mut *c.queued.borrow_mut());
-    for (due, counted, text) in queued {
-        send_on(&w, &c, due, counted, text);
+    let queued: Vec<(Instant, Mark, u32)> = std::mem::take(&mut *c.queued.borrow_mut());
+    for (due, mark, text) in queued {
+        send_on(&w, &c, due, mark, text);
     }
-    if w.scenario().model == Model::Closed && w.t0.get().is_some() {
-        monoio::spawn(closed_loop(w.clone(), c.clone()));
+    if w.t0.get().is_some() {
+        if !w.scenario().conversations.is_empty() {
+            monoio::spawn(conversation_loop(w.clone(), c.clone()));
+        } else if w.scenario().model == Model::Closed {
+            monoio::spawn(closed_loop(w.clone(), c.clone()));
+        }
     }
     serve(&w, &c).await;
+    // A scripted reload or offline spell: the same session on a new socket.
+    while let Some(delay) = c.reconnect.take() {
+        c.stream.borrow_mut().take();
+        c.fd.set(-1);
+        monoio::time::sleep(delay).await;
+        if w.stopping.get() || !c.listed.get() {
+            break;
+        }
+        c.closing.set(false);
+        c.shut.set(false);
+        c.session.borrow_mut().reconnect(Instant::now());
+        if let Err((kind, msg)) = connect_within_timeout(&w, &c).await {
+            w.open.set(w.open.get() - 1);
+            fail_session(&w, &c, kind, msg);
+            return;
+        }
+        // The conversation goes on.
+        c.settled.notify();
+        serve(&w, &c).await;
+    }
     {
         let mut rec = w.rec.borrow_mut();
         c.session.borrow_mut().fail_all(ErrorKind::Closed, &mut rec);
@@ -759,6 +817,129 @@ async fn session_task(w: Rc<Worker>, c: Rc<Conn>) {
 }
 
 type Failure = (ErrorKind, String);
+
+/// [`establish`], bounded by the connect timeout.
+async fn connect_within_timeout(w: &Rc<Worker>, c: &Rc<Conn>) -> Result<(), Failure> {
+    match monoio::time::timeout(w.plan.connect_timeout, establish(w, c)).await {
+        Ok(r) => r,
+        Err(_) => Err((
+            ErrorKind::Connect,
+            format!(
+                "no welcome within {:?} of connecting",
+                w.plan.connect_timeout
+            ),
+        )),
+    }
+}
+
+/// Ends a session whose (re)connect failed: the failure is counted, and so
+/// is every message that waited for it.
+fn fail_session(w: &Rc<Worker>, c: &Rc<Conn>, kind: ErrorKind, msg: String) {
+    w.note_error(msg);
+    {
+        let mut rec = w.rec.borrow_mut();
+        rec.error_at(c.session.borrow().connect_mark(), kind);
+        for (_, mark, _) in c.queued.borrow_mut().drain(..) {
+            rec.count(mark, |c| c.sent += 1);
+            rec.error_at(mark, kind);
+        }
+        c.session.borrow_mut().fail_all(kind, &mut rec);
+    }
+    w.remove(c);
+    c.dead.set(true);
+    c.settled.notify();
+    c.stream.borrow_mut().take();
+}
+
+/// A scripted visitor: plays one conversation on its session, turn by turn,
+/// then leaves (the stage's session target brings the next visitor).
+async fn conversation_loop(w: Rc<Worker>, c: Rc<Conn>) {
+    let sc = w.scenario();
+    let end = w.t0.get().unwrap_or_else(Instant::now) + sc.total();
+    let convs = &sc.conversations;
+    let mut visitor = Visitor::choose(convs, w.rng.borrow_mut().f64());
+    let base = w
+        .plan
+        .conversation_texts
+        .get(visitor.conversation())
+        .copied()
+        .unwrap_or(0);
+    // Visitors who arrive together do not all speak at once.
+    let first = DEFAULT_THINK.mul_f64(w.rng.borrow_mut().f64());
+    monoio::time::sleep(first).await;
+    loop {
+        let gone = || w.stopping.get() || c.dead.get() || c.closing.get() || Instant::now() >= end;
+        if gone() {
+            return;
+        }
+        let (next, think) = visitor.next(convs, w.rng.borrow_mut().f64());
+        match next {
+            Next::Say { turn, .. } => {
+                let now = Instant::now();
+                let text = base + u32::from(turn) - 1;
+                send_on(&w, &c, now, w.mark_at(now).with_turn(turn), text);
+                while c.session.borrow().in_flight() > 0 && !c.dead.get() && !w.stopping.get() {
+                    c.settled.wait().await;
+                }
+            }
+            Next::Human(reason) => {
+                let mask = w.mask();
+                protocol::encode_human(&mut c.out.borrow_mut(), reason, mask);
+                flush(&w, &c);
+            }
+            Next::Csat(score) => {
+                let mask = w.mask();
+                protocol::encode_csat(&mut c.out.borrow_mut(), score, mask);
+                flush(&w, &c);
+            }
+            Next::Reload => {
+                if !reconnect(&w, &c, Duration::ZERO, false).await {
+                    return;
+                }
+            }
+            Next::Offline(d) => {
+                if !reconnect(&w, &c, d, true).await {
+                    return;
+                }
+            }
+            Next::Leave => {
+                w.remove(&c);
+                begin_close(&w, &c);
+                return;
+            }
+        }
+        if !think.is_zero() {
+            monoio::time::sleep(think).await;
+        }
+    }
+}
+
+/// Closes the session's socket (politely for a reload, abruptly for a lost
+/// network) and waits until the session is open again on a new one after
+/// `delay`; false when it is not (it failed, or the run ended).
+async fn reconnect(w: &Rc<Worker>, c: &Rc<Conn>, delay: Duration, abrupt: bool) -> bool {
+    if !c.session.borrow().has_cookie() {
+        w.note_error("the server set no session cookie: a reload cannot resume the session".into());
+    }
+    c.reconnect.set(Some(delay));
+    if abrupt {
+        net::shutdown_both(c.fd.get());
+    } else {
+        begin_close(w, c);
+    }
+    loop {
+        c.settled.wait().await;
+        if c.dead.get() || w.stopping.get() {
+            return false;
+        }
+        if c.reconnect.get().is_none()
+            && c.session.borrow().phase() == Phase::Open
+            && !c.closing.get()
+        {
+            return true;
+        }
+    }
+}
 
 /// TCP connect, upgrade, `hello`, until `welcome`.
 async fn establish(w: &Rc<Worker>, c: &Rc<Conn>) -> Result<(), Failure> {

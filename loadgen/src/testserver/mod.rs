@@ -21,7 +21,7 @@ use wire::ws::frame::encode_frame;
 use wire::ws::{Event, Limits, OpCode, Receiver, Role};
 
 use crate::run::net::{self as rawnet, Io};
-use script::{answer, release_at, Behaviour, ConnState, Planned};
+use script::{answer, queue_delay, release_at, Behaviour, ConnState, Planned};
 
 /// How to run the test server.
 #[derive(Debug, Clone)]
@@ -84,6 +84,8 @@ struct Shared {
     b: Behaviour,
     buf: RefCell<Box<[u8]>>,
     messages: Cell<u64>,
+    /// When the one-at-a-time queue (`service_time`) empties.
+    free_at: Cell<Option<Instant>>,
     convs: Cell<u64>,
     stall: Cell<Option<(Instant, Instant)>>,
 }
@@ -97,6 +99,7 @@ async fn accept_loop(l: std::net::TcpListener, b: Behaviour) {
         b,
         buf: RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice()),
         messages: Cell::new(0),
+        free_at: Cell::new(None),
         convs: Cell::new(0),
         stall: Cell::new(None),
     });
@@ -166,7 +169,7 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
         flushing: Cell::new(false),
         dead: Cell::new(false),
     });
-    let conv = shared.convs.get() + 1;
+    let mut conv = shared.convs.get() + 1;
     shared.convs.set(conv);
     let mut pending: Vec<u8> = Vec::new();
     let mut upgraded = false;
@@ -199,8 +202,18 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
                         conn.flush();
                         return;
                     }
-                    Upgrade::Done { used, response } => {
+                    Upgrade::Done {
+                        used,
+                        response,
+                        resumed,
+                    } => {
                         pending.drain(..used);
+                        // A cookie from an earlier upgrade takes up that conversation.
+                        if let Some(c) = resumed {
+                            conv = c;
+                            state.resumed = true;
+                        }
+                        let response = response.replace("{conv}", &conv.to_string());
                         conn.out.borrow_mut().extend_from_slice(response.as_bytes());
                         conn.flush();
                         upgraded = true;
@@ -213,8 +226,18 @@ async fn connection(shared: Rc<Shared>, stream: TcpStream) {
             let used = rx.feed(&mut pending, Role::Server, &LIMITS, |ev| match ev {
                 Event::Text(t) => {
                     let mut n = shared.messages.get();
-                    planned.extend(answer(&shared.b, &mut state, conv, &mut n, t));
-                    if n > shared.messages.replace(n) && shared.stall.get().is_none() {
+                    let mut answers = answer(&shared.b, &mut state, conv, &mut n, t);
+                    let was = shared.messages.replace(n);
+                    if n > was {
+                        let mut free_at = shared.free_at.get();
+                        let wait = queue_delay(shared.b.service_time, &mut free_at, received);
+                        shared.free_at.set(free_at);
+                        for p in &mut answers {
+                            p.after += wait;
+                        }
+                    }
+                    planned.extend(answers);
+                    if n > was && shared.stall.get().is_none() {
                         if let Some(after) = shared.b.stall_after {
                             let start = received + after;
                             shared.stall.set(Some((start, start + shared.b.stall_for)));
@@ -294,7 +317,12 @@ fn schedule(shared: &Rc<Shared>, conn: &Rc<Conn>, received: Instant, planned: Ve
 enum Upgrade {
     Partial,
     Bad,
-    Done { used: usize, response: String },
+    Done {
+        used: usize,
+        response: String,
+        /// The conversation a `lc_session` cookie names.
+        resumed: Option<u64>,
+    },
 }
 
 fn upgrade(buf: &[u8]) -> Upgrade {
@@ -314,10 +342,26 @@ fn upgrade(buf: &[u8]) -> Upgrade {
         return Upgrade::Bad;
     };
     let accept = tungstenite::handshake::derive_accept_key(key);
+    let resumed = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .flat_map(|h| {
+            String::from_utf8_lossy(h.value)
+                .split(';')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .find_map(|pair| {
+            pair.strip_prefix("lc_session=c")
+                .and_then(|n| n.parse().ok())
+        });
     Upgrade::Done {
         used,
+        // `{conv}` is filled in by the caller, who knows the conversation.
         response: format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSet-Cookie: lc_session=c{{conv}}; HttpOnly; SameSite=Lax; Path=/\r\n\r\n"
         ),
+        resumed,
     }
 }

@@ -24,6 +24,10 @@ pub struct Behaviour {
     pub stall_after: Option<Duration>,
     /// Length of the stall.
     pub stall_for: Duration,
+    /// Messages are served one at a time per server thread, each taking
+    /// this long before its ack (zero: no queue): a capacity of
+    /// 1 / `service_time` messages a second.
+    pub service_time: Duration,
 }
 
 impl Default for Behaviour {
@@ -36,6 +40,7 @@ impl Default for Behaviour {
             busy_retry_ms: 250,
             stall_after: None,
             stall_for: Duration::ZERO,
+            service_time: Duration::ZERO,
         }
     }
 }
@@ -62,6 +67,9 @@ struct Incoming {
 pub struct ConnState {
     /// Items stored so far (the `seq` of the next).
     pub seq: u64,
+    /// The upgrade's cookie named an earlier conversation: `welcome` says
+    /// `resumed: true`.
+    pub resumed: bool,
 }
 
 /// The frames answering one client text frame. `messages` counts the
@@ -85,7 +93,8 @@ pub fn answer(
     let id_json = serde_json::to_string(&m.id.clone().unwrap_or_default()).unwrap_or_default();
     match m.kind.as_str() {
         "hello" => vec![now(format!(
-            r#"{{"type":"welcome","conversation":"c-{conv}","resumed":false,"history":[],"config":{{}}}}"#
+            r#"{{"type":"welcome","conversation":"c-{conv}","resumed":{},"history":[],"config":{{}}}}"#,
+            conn.resumed
         ))],
         "ping" => vec![now(format!(r#"{{"type":"pong","id":{id_json}}}"#))],
         "message" if m.id.as_deref().is_none_or(str::is_empty) => vec![now(
@@ -137,6 +146,19 @@ pub fn answer(
     }
 }
 
+/// The extra delay of a message arriving at `now` at a single server that
+/// works one message at a time for `service` each; `free_at` is when the
+/// server's queue empties, and is moved on by this message.
+pub fn queue_delay(service: Duration, free_at: &mut Option<Instant>, now: Instant) -> Duration {
+    if service.is_zero() {
+        return Duration::ZERO;
+    }
+    let start = free_at.map_or(now, |f| f.max(now));
+    let done = start + service;
+    *free_at = Some(done);
+    done - now
+}
+
 /// When a frame due at `due` may leave, given a stall window `[start, end)`.
 pub fn release_at(due: Instant, stall: Option<(Instant, Instant)>) -> Instant {
     match stall {
@@ -148,6 +170,25 @@ pub fn release_at(due: Instant, stall: Option<(Instant, Instant)>) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_delays_each_message_behind_the_ones_before() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut free = None;
+        assert_eq!(queue_delay(ms(10), &mut free, t), ms(10));
+        assert_eq!(
+            queue_delay(ms(10), &mut free, t + ms(2)),
+            ms(18),
+            "waits for the first"
+        );
+        assert_eq!(
+            queue_delay(ms(10), &mut free, t + ms(100)),
+            ms(10),
+            "an idle server starts at once"
+        );
+        assert_eq!(queue_delay(Duration::ZERO, &mut free, t), Duration::ZERO);
+    }
 
     fn json(p: &Planned) -> serde_json::Value {
         serde_json::from_str(&p.json).unwrap()
