@@ -240,7 +240,7 @@ struct RunArgs {
         help_heading = DIRECT
     )]
     api_key: Option<inference_client::ApiKey>,
-    /// A PEM CA file trusted for https (besides the system's roots).
+    /// A PEM CA file trusted for https:// and wss:// (besides the system's roots).
     #[arg(long, value_name = "FILE", help_heading = DIRECT)]
     ca: Option<PathBuf>,
     /// Prompts, one JSON object a line: {"prompt": "...", "output_tokens": N}.

@@ -12,6 +12,7 @@
 //! Sans-IO cores, plain functions and state machines tested without sockets:
 //! * [`conversation`]: scripted multi-turn visitors (`[[conversation]]`);
 //!   [`trace`]: production traffic replayed from a JSONL trace.
+//! * [`tls`]: rustls for `wss://`, bytes in and bytes out.
 //! * [`scenario`]: the scenario file and its stages; [`arrivals`]: constant,
 //!   Poisson and gamma arrival schedules; [`units`]: durations and rates.
 //! * [`session`]: one simulated visitor's protocol v1 state machine;
@@ -55,5 +56,6 @@ pub mod sweep;
 pub mod system;
 pub mod target;
 pub mod testserver;
+pub mod tls;
 pub mod trace;
 pub mod units;

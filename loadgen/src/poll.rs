@@ -85,7 +85,7 @@ pub fn gateway_target(mut target: Target) -> Result<Target, UrlError> {
     match target.scheme {
         Scheme::Ws => {}
         Scheme::Http => target.scheme = Scheme::Ws,
-        Scheme::Https => {
+        Scheme::Https | Scheme::Wss => {
             return Err(UrlError::Tls(format!(
                 "https://{}{}",
                 target.host_header(),

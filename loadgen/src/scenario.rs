@@ -673,8 +673,10 @@ rate = 1000
         let mut s = Scenario::simple("ws://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
         s.warmup = Dur(Duration::from_secs(2));
         assert!(s.validate().unwrap_err().to_string().contains("warm-up"));
-        let s = Scenario::simple("wss://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
+        let s = Scenario::simple("ftp://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
         assert!(matches!(s.validate(), Err(ScenarioError::Target(_))));
+        let s = Scenario::simple("wss://127.0.0.1:1/ws", 10, 10.0, Duration::from_secs(1));
+        assert!(s.validate().is_ok(), "wss:// is the gateway over TLS");
         // An inference server directly needs the model it serves.
         let s = Scenario::simple("http://127.0.0.1:1/v1", 10, 10.0, Duration::from_secs(1));
         assert!(s

@@ -55,6 +55,9 @@ pub enum SessionError {
     /// The server broke RFC 6455.
     #[error("the server broke RFC 6455: {0}")]
     Protocol(#[from] wire::ws::ProtocolError),
+    /// `wss://`: the TLS handshake or a record failed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl SessionError {
@@ -64,7 +67,7 @@ impl SessionError {
             SessionError::Handshake(HandshakeError::Status { status: 503, .. }) => {
                 ErrorKind::Rejected
             }
-            SessionError::Handshake(_) => ErrorKind::Handshake,
+            SessionError::Handshake(_) | SessionError::Tls(_) => ErrorKind::Handshake,
             SessionError::Protocol(_) => ErrorKind::Protocol,
         }
     }

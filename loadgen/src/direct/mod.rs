@@ -123,7 +123,13 @@ pub fn check_scenario(sc: &Scenario, target: &Target) -> Result<(), String> {
     if !target.is_direct() {
         // The key is not checked: LOADGEN_API_KEY may well be set in a shell
         // that also runs the gateway's tests, and the gateway never sees it.
-        if d.is_unset() {
+        // --ca also names the CA of a wss:// gateway.
+        let only_ca = DirectOptions {
+            ca: None,
+            ..d.clone()
+        }
+        .is_unset();
+        if d.is_unset() || (target.scheme == Scheme::Wss && only_ca) {
             return Ok(());
         }
         return Err("--api, --served-model, --ca, --prompts, --input-tokens and --output-tokens apply to an inference server directly: give --url http(s)://HOST:PORT/v1".into());

@@ -248,6 +248,18 @@ pub fn execute(
         .iter()
         .map(|t| Text::new(t))
         .collect();
+    let wss = match target.scheme {
+        crate::target::Scheme::Wss => {
+            let host = target.host.trim_start_matches('[').trim_end_matches(']');
+            Some(worker::WssTarget {
+                config: inference_client::tls::client_config(scenario.direct.ca.as_deref())
+                    .map_err(|e| ScenarioError::Invalid(format!("wss://: {e}")))?,
+                name: inference_client::tls::server_name(host)
+                    .map_err(|e| ScenarioError::Invalid(format!("wss://: {e}")))?,
+            })
+        }
+        _ => None,
+    };
     // A trace's texts follow the plain texts; its entries index them.
     let trace = match &scenario.trace {
         Some(path) => {
@@ -311,6 +323,7 @@ pub fn execute(
         shard: opts.shard,
         conversation_texts,
         trace,
+        tls: wss,
     });
     let direct_work = direct::prepare(&plan)?;
 

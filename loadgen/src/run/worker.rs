@@ -28,6 +28,7 @@ use crate::protocol::Text;
 use crate::scenario::{Model, Scenario, Shard, Share, ThinkDist};
 use crate::session::{Phase, Session, SessionConfig};
 use crate::target::Target;
+use crate::tls::TlsLayer;
 use crate::trace::{Trace, OPEN_AHEAD};
 use std::collections::HashMap;
 
@@ -65,6 +66,17 @@ pub struct Plan {
     pub conversation_texts: Vec<u32>,
     /// `--trace`: the trace, its entries' texts indexing `texts`.
     pub trace: Option<Trace>,
+    /// `wss://`: the TLS settings and the name the certificate must carry.
+    pub tls: Option<WssTarget>,
+}
+
+/// What a `wss://` session's TLS needs.
+#[derive(Debug, Clone)]
+pub struct WssTarget {
+    /// Roots (the system's and `--ca`), protocol versions.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The host the certificate must name.
+    pub name: rustls::pki_types::ServerName<'static>,
 }
 
 /// Orders from the main thread.
@@ -197,6 +209,8 @@ struct Conn {
     /// A scripted reload or offline spell: once the socket closes, open a
     /// new one after this long, resuming the session.
     reconnect: Cell<Option<Duration>>,
+    /// `wss://`: the TLS between the socket and the session's bytes.
+    tls: RefCell<Option<TlsLayer>>,
     settled: Signal,
 }
 
@@ -212,6 +226,8 @@ struct Worker {
     rr: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
     recv_buf: RefCell<Box<[u8]>>,
+    /// Plaintext of what a `wss://` session read, before its session sees it.
+    plain: RefCell<Vec<u8>>,
     scratch: RefCell<Vec<u8>>,
     next_conn: Cell<u64>,
     open: Cell<u64>,
@@ -293,6 +309,7 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
         rr: Cell::new(0),
         rng: RefCell::new(fastrand::Rng::with_seed(seed)),
         recv_buf: RefCell::new(vec![0u8; RECV_BUF].into_boxed_slice()),
+        plain: RefCell::new(Vec::new()),
         scratch: RefCell::new(Vec::with_capacity(256)),
         next_conn: Cell::new(0),
         open: Cell::new(0),
@@ -745,6 +762,7 @@ fn open_session(w: &Rc<Worker>) -> Rc<Conn> {
         dead: Cell::new(false),
         queued: RefCell::new(Vec::new()),
         reconnect: Cell::new(None),
+        tls: RefCell::new(None),
         settled: Signal::default(),
     });
     {
@@ -960,6 +978,11 @@ async fn establish(w: &Rc<Worker>, c: &Rc<Conn>) -> Result<(), Failure> {
     net::take_error(fd).map_err(connect_err)?;
     *c.stream.borrow_mut() = Some(stream.clone());
     c.fd.set(fd);
+    if let Some(tls) = &plan.tls {
+        let layer = TlsLayer::new(tls.config.clone(), tls.name.clone())
+            .map_err(|e| (ErrorKind::Handshake, e.to_string()))?;
+        *c.tls.borrow_mut() = Some(layer);
+    }
     let req = c
         .session
         .borrow_mut()
@@ -1029,8 +1052,17 @@ fn read_available(
                 Io::Done(n) => {
                     let now = Instant::now();
                     let mask = w.mask();
+                    let mut plain = w.plain.borrow_mut();
+                    let bytes: &mut [u8] = match c.tls.borrow_mut().as_mut() {
+                        Some(tls) => {
+                            plain.clear();
+                            tls.receive(&buf[..n], &mut plain)?;
+                            &mut plain[..]
+                        }
+                        None => &mut buf[..n],
+                    };
                     let p = c.session.borrow_mut().on_bytes(
-                        &mut buf[..n],
+                        bytes,
                         now,
                         &w.plan.session,
                         &mut w.rec.borrow_mut(),
@@ -1055,7 +1087,12 @@ fn read_available(
             }
         }
     }
-    if !c.out.borrow().is_empty() {
+    let tls_pending = c
+        .tls
+        .borrow_mut()
+        .as_mut()
+        .is_some_and(|t| !t.wire().is_empty());
+    if !c.out.borrow().is_empty() || tls_pending {
         flush(w, c);
     }
     if settled > 0 {
@@ -1083,7 +1120,14 @@ fn flush(w: &Rc<Worker>, c: &Rc<Conn>) {
 /// or the connection is gone (`Closed`).
 fn try_send(c: &Conn) -> Io {
     let fd = c.fd.get();
-    match net::send_queued(fd, &mut c.out.borrow_mut()) {
+    let sent = match c.tls.borrow_mut().as_mut() {
+        Some(tls) => match tls.send(&mut c.out.borrow_mut()) {
+            Ok(()) => net::send_queued(fd, tls.wire()),
+            Err(_) => Io::Closed,
+        },
+        None => net::send_queued(fd, &mut c.out.borrow_mut()),
+    };
+    match sent {
         Io::Done(_) => {}
         Io::WouldBlock => return Io::WouldBlock,
         Io::Closed => {
