@@ -64,9 +64,6 @@ impl std::fmt::Display for Channel {
 /// A URL the long-polling transport cannot use.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UrlError {
-    /// `https://`: the shell speaks plain TCP, as the WebSocket side does.
-    #[error("'{0}': --transport poll speaks plain HTTP; give ws://HOST:PORT/ws?site=ID or http://HOST:PORT/?site=ID (put a TLS terminator's plain side under test)")]
-    Tls(String),
     /// The host, port or query cannot go into a request.
     #[error("'{url}' cannot make a long-polling request: {reason}")]
     Request {
@@ -83,15 +80,10 @@ pub enum UrlError {
 /// returned with the gateway's scheme, so it is not taken for direct mode.
 pub fn gateway_target(mut target: Target) -> Result<Target, UrlError> {
     match target.scheme {
-        Scheme::Ws => {}
+        Scheme::Ws | Scheme::Wss => {}
         Scheme::Http => target.scheme = Scheme::Ws,
-        Scheme::Https | Scheme::Wss => {
-            return Err(UrlError::Tls(format!(
-                "https://{}{}",
-                target.host_header(),
-                target.path
-            )))
-        }
+        // Over TLS: the gateway's scheme too, so it is not taken for direct mode.
+        Scheme::Https => target.scheme = Scheme::Wss,
     }
     Endpoints::new(&target)?;
     Ok(target)
@@ -204,6 +196,9 @@ pub enum PollError {
     /// The request could not be built (a cookie that is no header value).
     #[error("cannot build a long-polling request: {0}")]
     Request(String),
+    /// `https://`: the TLS handshake or a record failed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl PollError {
@@ -216,9 +211,10 @@ impl PollError {
             PollError::Status {
                 code: Some(code), ..
             } => ErrorKind::from_server_code(code),
-            PollError::Status { .. } | PollError::NoCookie | PollError::Request(_) => {
-                ErrorKind::Handshake
-            }
+            PollError::Status { .. }
+            | PollError::NoCookie
+            | PollError::Request(_)
+            | PollError::Tls(_) => ErrorKind::Handshake,
             PollError::Http { .. }
             | PollError::Body(_)
             | PollError::TooLarge
@@ -851,10 +847,12 @@ mod tests {
             ep("http://h"),
             ("/poll/send".into(), "/poll/recv?cursor=7".into())
         );
-        assert!(matches!(
-            gateway_target(Target::parse("https://h/?site=demo").unwrap()),
-            Err(UrlError::Tls(_))
-        ));
+        let tls = gateway_target(Target::parse("https://h/?site=demo").unwrap()).unwrap();
+        assert_eq!(
+            (tls.scheme, tls.port),
+            (Scheme::Wss, 443),
+            "over TLS, not direct mode"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! takes a known time. Every run is bounded by loadgen's own hard deadline;
 //! nothing sleeps to synchronise.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -327,7 +329,7 @@ fn the_flag_takes_an_http_url_and_the_report_says_poll() {
     let m = &v["messages"];
     assert!(m["sent"].as_u64().unwrap() >= 5, "{m}");
     assert_eq!((&m["acked"], &m["replied"]), (&m["sent"], &m["sent"]));
-    // TLS is not spoken: said before anything runs, exit code 2.
+    // Nothing listening over https: a connection failure, exit code 2.
     let out = loadgen(
         &[
             "--transport",
@@ -344,7 +346,7 @@ fn the_flag_takes_an_http_url_and_the_report_says_poll() {
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not open any session"));
 }
 
 macro_rules! both_drivers {
@@ -370,3 +372,43 @@ both_drivers!(
     stages_warmup_and_the_closed_model_over_poll,
     refusals_are_counted_by_kind,
 );
+
+#[test]
+fn long_polling_over_https_and_websocket_over_wss_through_a_tls_terminator() {
+    // The terminator's address is the page's origin: the gateway allows it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front = listener.local_addr().unwrap();
+    let gw = Gateway::start(
+        IoDriver::Auto,
+        &format!("[sites.demo]\nallowed_origins = [\"https://{front}\"]\n"),
+    );
+    let (ca, config) = support::certificate();
+    support::serve(listener, gw.addr, config);
+    let url = format!("https://{front}/?site=demo");
+    let mut sc = scenario(&url, Transport::Poll, 4, 10.0, 2);
+    sc.direct.ca = Some(ca.clone());
+    let (_, t) = run(&sc, IoDriver::Auto);
+    no_errors(&t);
+    let c = &t.counters;
+    assert!(c.sent >= 15, "{}", c.sent);
+    assert_eq!((c.acked, c.replied, c.sessions_opened), (c.sent, c.sent, 4));
+    at_least(&t, Figure::Ttft, STEP_MS * 1000);
+    // The same gateway over wss://, through the same terminator.
+    let mut ws = scenario(
+        &format!("wss://{front}/ws?site=demo"),
+        Transport::Ws,
+        4,
+        10.0,
+        2,
+    );
+    ws.direct.ca = Some(ca);
+    let (_, w) = run(&ws, IoDriver::Auto);
+    no_errors(&w);
+    assert_eq!(w.counters.replied, w.counters.sent);
+    // Without the CA nothing opens, and the reason names TLS.
+    sc.direct.ca = None;
+    let e = run::execute(&sc, &opts(IoDriver::Auto), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("TLS"), "{e}");
+}

@@ -29,6 +29,7 @@ use crate::arrivals::Profile;
 use crate::metrics::{ErrorKind, Mark, Recorder};
 use crate::poll::{Channel, Endpoints, PollError, PollSession, Step};
 use crate::scenario::{Model, Scenario, Share, ThinkDist};
+use crate::tls::TlsLayer;
 
 /// Size of the one read buffer a worker shares among all its connections.
 const RECV_BUF: usize = 64 * 1024;
@@ -600,6 +601,8 @@ async fn or_stop<T>(c: &Conn, ch: Channel, fut: impl std::future::Future<Output 
 /// session has for it, reads the answer, and waits for the next.
 async fn channel_task(w: Rc<Worker>, c: Rc<Conn>, ch: Channel) {
     let mut stream: Option<TcpStream> = None;
+    // https: the TLS of the current connection, bytes in and bytes out.
+    let mut tls: Option<TlsLayer> = None;
     let mut out = Vec::new();
     // Both connections open at once, so the recv's is ready when the cookie comes.
     let mut eager = true;
@@ -615,7 +618,16 @@ async fn channel_task(w: Rc<Worker>, c: Rc<Conn>, ch: Channel) {
         if stream.is_none() && (has || eager) {
             match or_stop(&c, ch, connect(&w, &c, ch)).await {
                 Waited::Stopped => return,
-                Waited::Done(Ok(s)) => stream = Some(s),
+                Waited::Done(Ok(s)) => {
+                    stream = Some(s);
+                    tls = match &w.plan.tls {
+                        Some(t) => match TlsLayer::new(t.config.clone(), t.name.clone()) {
+                            Ok(layer) => Some(layer),
+                            Err(e) => return lost(&w, &c, &PollError::Tls(e)),
+                        },
+                        None => None,
+                    };
+                }
                 Waited::Done(Err(msg)) => {
                     return end_session(&w, &c, End::Failed(ErrorKind::Connect, msg));
                 }
@@ -630,8 +642,11 @@ async fn channel_task(w: Rc<Worker>, c: Rc<Conn>, ch: Channel) {
             continue;
         };
         let fd = s.as_raw_fd();
-        if has {
-            match write_all(&c, ch, s, fd, &mut out).await {
+        // Handshake records (and what rustls held back until it ended) go
+        // out whether or not there is a request.
+        let tls_pending = tls.as_mut().is_some_and(|t| !t.wire().is_empty());
+        if has || tls_pending {
+            match write_all(&c, ch, s, fd, &mut out, tls.as_mut()).await {
                 Waited::Stopped => return,
                 Waited::Done(true) => {}
                 // The server closed the kept-alive connection: as if it ended now.
@@ -645,6 +660,7 @@ async fn channel_task(w: Rc<Worker>, c: Rc<Conn>, ch: Channel) {
                         Ok(step) => {
                             apply(&w, &c, step);
                             stream = None;
+                            tls = None;
                             continue;
                         }
                         Err(e) => return lost(&w, &c, &e),
@@ -666,10 +682,11 @@ async fn channel_task(w: Rc<Worker>, c: Rc<Conn>, ch: Channel) {
             }
             Waited::Done(Ok(())) => {}
         }
-        match read_available(&w, &c, ch, fd) {
+        match read_available(&w, &c, ch, fd, tls.as_mut()) {
             Ok(reconnect) => {
                 if reconnect {
                     stream = None;
+                    tls = None;
                 }
             }
             Err(e) => return lost(&w, &c, &e),
@@ -710,16 +727,27 @@ async fn connect(w: &Rc<Worker>, c: &Conn, ch: Channel) -> Result<TcpStream, Str
     }
 }
 
-/// Writes all of `out`; `false` when the connection is gone.
+/// Writes all of `out` (through `tls`, for https); `false` when the
+/// connection is gone.
 async fn write_all(
     c: &Conn,
     ch: Channel,
     s: &TcpStream,
     fd: RawFd,
     out: &mut Vec<u8>,
+    mut tls: Option<&mut TlsLayer>,
 ) -> Waited<bool> {
+    if let Some(t) = tls.as_deref_mut() {
+        if t.send(out).is_err() {
+            return Waited::Done(false);
+        }
+    }
     loop {
-        match net::send_queued(fd, out) {
+        let queued = match tls.as_deref_mut() {
+            Some(t) => t.wire(),
+            None => &mut *out,
+        };
+        match net::send_queued(fd, queued) {
             Io::Done(_) => return Waited::Done(true),
             Io::Closed => return Waited::Done(false),
             Io::WouldBlock => match or_stop(c, ch, s.writable(false)).await {
@@ -733,9 +761,16 @@ async fn write_all(
 
 /// Reads everything the connection has into the worker's buffer and feeds
 /// it to the session; `true` when the connection is to be replaced.
-fn read_available(w: &Rc<Worker>, c: &Rc<Conn>, ch: Channel, fd: RawFd) -> Result<bool, PollError> {
+fn read_available(
+    w: &Rc<Worker>,
+    c: &Rc<Conn>,
+    ch: Channel,
+    fd: RawFd,
+    mut tls: Option<&mut TlsLayer>,
+) -> Result<bool, PollError> {
     let cfg = &w.plan.session;
     let mut steps = Vec::new();
+    let mut plain = Vec::new();
     let read = {
         let mut buf = w.recv_buf.borrow_mut();
         let mut rec = w.rec.borrow_mut();
@@ -743,10 +778,31 @@ fn read_available(w: &Rc<Worker>, c: &Rc<Conn>, ch: Channel, fd: RawFd) -> Resul
         loop {
             // A short read drained the socket: no need to hear so again.
             let (step, drained) = match net::recv(fd, &mut buf) {
-                Io::Done(n) => (
-                    ps.on_bytes(ch, &buf[..n], Instant::now(), cfg, &mut rec),
-                    n < buf.len(),
-                ),
+                Io::Done(n) => match tls.as_deref_mut() {
+                    Some(t) => {
+                        plain.clear();
+                        if let Err(e) = t.receive(&buf[..n], &mut plain) {
+                            break Err(PollError::Tls(e));
+                        }
+                        // Handshake answers now; what is left the channel sends.
+                        let _ = net::send_queued(fd, t.wire());
+                        if plain.is_empty() {
+                            // Only TLS records (handshake, session tickets).
+                            if n < buf.len() {
+                                break Ok(());
+                            }
+                            continue;
+                        }
+                        (
+                            ps.on_bytes(ch, &plain, Instant::now(), cfg, &mut rec),
+                            n < buf.len(),
+                        )
+                    }
+                    None => (
+                        ps.on_bytes(ch, &buf[..n], Instant::now(), cfg, &mut rec),
+                        n < buf.len(),
+                    ),
+                },
                 Io::WouldBlock => break Ok(()),
                 Io::Closed => (ps.on_eof(ch, Instant::now(), cfg, &mut rec), true),
             };
