@@ -190,6 +190,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_sample_trace_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/trace-sample.jsonl");
+        let t = Trace::load(&path).unwrap();
+        assert_eq!(t.sessions.len(), 8);
+        assert!(t.entries.len() >= 10);
+    }
+
+    #[test]
     fn bad_lines_are_named_by_number() {
         for (body, want) in [
             ("{\"at_ms\": 1, \"text\": \"a\"}\n", "line 1"),
