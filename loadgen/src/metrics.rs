@@ -445,6 +445,42 @@ impl Recorder {
     pub fn take_turns(&mut self) -> Vec<Interval> {
         std::mem::take(&mut self.turns)
     }
+
+    /// Takes everything still held, at a worker's end.
+    pub fn finish(&mut self) -> Final {
+        Final {
+            interval: self.take(),
+            stages: self.take_stages(),
+            turns: self.take_turns(),
+        }
+    }
+}
+
+/// What a worker measured that it has not reported yet, at its end.
+#[derive(Debug, Default)]
+pub struct Final {
+    /// Since its last one-second tick.
+    pub interval: Interval,
+    /// Each stage's measurements, by stage index.
+    pub stages: Vec<Interval>,
+    /// Each conversation turn's measurements (index 0 is turn 1).
+    pub turns: Vec<Interval>,
+}
+
+impl Final {
+    /// Adds `other` in, stage by stage and turn by turn.
+    pub fn add(&mut self, other: &Final) {
+        self.interval.add(&other.interval);
+        add_by_index(&mut self.stages, &other.stages);
+        add_by_index(&mut self.turns, &other.turns);
+    }
+}
+
+/// Adds `from[i]` to `to[i]` for every `i`, growing `to` as needed.
+fn add_by_index(to: &mut Vec<Interval>, from: &[Interval]) {
+    for (i, iv) in from.iter().enumerate() {
+        slot(to, i).add(iv);
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! the requests carry.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
+use inference_client::http::TlsTarget;
+use inference_client::tls::{self, TlsError};
 use thiserror::Error;
 
 /// How to speak to the target.
@@ -64,6 +67,17 @@ pub enum TargetError {
     },
 }
 
+/// A TLS target whose settings cannot be made.
+#[derive(Debug, Error)]
+pub enum TargetTlsError {
+    /// The roots or the CA file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The host is no name a certificate can carry.
+    #[error("the host is no TLS server name: {0}")]
+    ServerName(String),
+}
+
 impl Target {
     /// Parses `ws://`, `http://` or `https://HOST[:PORT][/PATH][?QUERY]`.
     pub fn parse(url: &str) -> Result<Target, TargetError> {
@@ -117,6 +131,20 @@ impl Target {
     /// Whether the connection is TLS (`wss://`, `https://`).
     pub fn is_tls(&self) -> bool {
         matches!(self.scheme, Scheme::Wss | Scheme::Https)
+    }
+
+    /// The TLS settings of a `wss://` or `https://` target (`None` for a
+    /// plain one): the system's roots plus `ca`, and the host the
+    /// certificate must name.
+    pub fn tls(&self, ca: Option<&Path>) -> Result<Option<TlsTarget>, TargetTlsError> {
+        if !self.is_tls() {
+            return Ok(None);
+        }
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        Ok(Some(TlsTarget {
+            config: tls::client_config(ca)?,
+            name: tls::server_name(host).map_err(TargetTlsError::ServerName)?,
+        }))
     }
 
     /// The `Host` header value.

@@ -25,6 +25,15 @@ pub struct TlsTarget {
     pub name: ServerName<'static>,
 }
 
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The roots are hundreds of certificates: the name says which target.
+        f.debug_struct("TlsTarget")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Bytes read per `read` call.
 pub const READ_BUF: usize = 16 * 1024;
 

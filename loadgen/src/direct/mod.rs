@@ -26,13 +26,13 @@ pub mod response;
 use std::path::PathBuf;
 
 use inference_client::http::TlsTarget;
-use inference_client::tls::{self, TlsError};
+use inference_client::tls::TlsError;
 use inference_client::{count_tokens, ApiKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::scenario::Scenario;
-use crate::target::{Scheme, Target};
+use crate::target::{Scheme, Target, TargetTlsError};
 use prompts::{Prompt, PromptsError, TokenDist};
 use request::{EncodeError, Endpoint};
 
@@ -185,21 +185,12 @@ pub struct Prepared {
 }
 
 /// What every worker thread of a direct run shares, read-only.
+#[derive(Debug)]
 pub struct Workload {
     endpoint: Endpoint,
     source: Source,
     /// TLS for `https` targets.
     pub tls: Option<TlsTarget>,
-}
-
-impl std::fmt::Debug for Workload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workload")
-            .field("endpoint", &self.endpoint)
-            .field("source", &self.source)
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
 }
 
 impl Workload {
@@ -232,16 +223,10 @@ impl Workload {
                 prompts::from_texts(texts, output, sc.seed),
             )?),
         };
-        let tls = match target.scheme {
-            Scheme::Https => {
-                let host = target.host.trim_start_matches('[').trim_end_matches(']');
-                Some(TlsTarget {
-                    config: tls::client_config(d.ca.as_deref())?,
-                    name: tls::server_name(host).map_err(DirectError::ServerName)?,
-                })
-            }
-            _ => None,
-        };
+        let tls = target.tls(d.ca.as_deref()).map_err(|e| match e {
+            TargetTlsError::Tls(e) => DirectError::Tls(e),
+            TargetTlsError::ServerName(n) => DirectError::ServerName(n),
+        })?;
         let w = Workload {
             endpoint,
             source,

@@ -313,18 +313,17 @@ async fn worker_main(spec: WorkerSpec, work: Arc<Workload>, driver: &'static str
 fn finish(w: &Rc<Worker>) {
     w.finished.set(true);
     w.stopping.set(true);
-    let (interval, stages) = {
+    let measured = {
         let mut rec = w.rec.borrow_mut();
         for (_, mark) in w.pending.borrow_mut().drain() {
             rec.error_at(mark, ErrorKind::Timeout);
         }
-        (Box::new(rec.take()), rec.take_stages())
+        Box::new(rec.finish())
     };
     w.idle.borrow_mut().clear();
     let _ = w.tx.send(Report::Done {
         worker: w.index,
-        interval,
-        stages,
+        measured,
         peak_open: w.peak_open.get(),
     });
 }

@@ -20,7 +20,7 @@ use inference_client::IoDriver;
 use thiserror::Error;
 
 use crate::budget::{evaluate_all, AbortRule, AbortWatch, Aborted, Facts};
-use crate::metrics::{ErrorKind, Figure, Interval};
+use crate::metrics::{ErrorKind, Figure, Final, Interval};
 use crate::progress::{self, ProgressView};
 use crate::protocol::Text;
 use crate::report::{SeriesPoint, StageInput};
@@ -248,17 +248,13 @@ pub fn execute(
         .iter()
         .map(|t| Text::new(t))
         .collect();
-    let wss = match target.scheme {
-        crate::target::Scheme::Wss => {
-            let host = target.host.trim_start_matches('[').trim_end_matches(']');
-            Some(worker::WssTarget {
-                config: inference_client::tls::client_config(scenario.direct.ca.as_deref())
-                    .map_err(|e| ScenarioError::Invalid(format!("wss://: {e}")))?,
-                name: inference_client::tls::server_name(host)
-                    .map_err(|e| ScenarioError::Invalid(format!("wss://: {e}")))?,
-            })
-        }
-        _ => None,
+    // wss:// (and https:// over long-polling); direct mode makes its own.
+    let wss = if target.is_direct() {
+        None
+    } else {
+        target
+            .tls(scenario.direct.ca.as_deref())
+            .map_err(|e| ScenarioError::Invalid(format!("wss://: {e}")))?
     };
     // A trace's texts follow the plain texts; its entries index them.
     let trace = match &scenario.trace {
@@ -409,9 +405,7 @@ pub fn execute(
         peak_sessions: 0,
         rss_at_peak: 0,
     };
-    let mut remainder = Interval::default();
-    let mut stages: Vec<Interval> = Vec::new();
-    let mut turns: Vec<Interval> = Vec::new();
+    let mut remainder = Final::default();
     let mut complete = true;
     let mut failure: Option<RunError> = None;
 
@@ -560,30 +554,9 @@ pub fn execute(
                 p.interval.add(&interval);
                 p.open += open;
             }
-            Some(Report::Turns {
-                turns: worker_turns,
-                ..
-            }) => {
-                for (i, t) in worker_turns.iter().enumerate() {
-                    if turns.len() <= i {
-                        turns.resize_with(i + 1, Interval::default);
-                    }
-                    turns[i].add(t);
-                }
-            }
-            Some(Report::Done {
-                interval,
-                stages: worker_stages,
-                ..
-            }) => {
+            Some(Report::Done { measured, .. }) => {
                 alive -= 1;
-                remainder.add(&interval);
-                for (i, st) in worker_stages.iter().enumerate() {
-                    if stages.len() <= i {
-                        stages.resize_with(i + 1, Interval::default);
-                    }
-                    stages[i].add(st);
-                }
+                remainder.add(&measured);
             }
             Some(Report::Failed { error, .. }) => {
                 alive -= 1;
@@ -614,11 +587,11 @@ pub fn execute(
         handle_tick(tick, p, &mut tally, t0, t0_tick);
     }
     let tail_tick = last_tick.map_or_else(|| run_start.elapsed().as_secs(), |t| t + 1);
-    tally.totals.add(&remainder);
+    tally.totals.add(&remainder.interval);
     on_second(&Second {
         tick: tail_tick,
         t_s: t0_tick.and_then(|t| tail_tick.checked_sub(t)),
-        interval: &remainder,
+        interval: &remainder.interval,
         open: 0,
         offered: 0.0,
     });
@@ -630,6 +603,9 @@ pub fn execute(
     if let Some(f) = failure {
         return Err(f);
     }
+    let Final {
+        mut stages, turns, ..
+    } = remainder;
     // One interval per stage, those that measured nothing included.
     if stages.len() < sc.stages.len() {
         stages.resize_with(sc.stages.len(), Interval::default);

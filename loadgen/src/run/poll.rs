@@ -291,14 +291,10 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
 
 fn finish(w: &Rc<Worker>) {
     w.finished.set(true);
-    let (interval, stages) = {
-        let mut rec = w.rec.borrow_mut();
-        (Box::new(rec.take()), rec.take_stages())
-    };
+    let measured = Box::new(w.rec.borrow_mut().finish());
     let _ = w.tx.send(Report::Done {
         worker: w.index,
-        interval,
-        stages,
+        measured,
         peak_open: w.peak_open.get(),
     });
 }

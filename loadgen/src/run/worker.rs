@@ -22,7 +22,7 @@ use super::signal::Signal;
 use super::timer::PreciseTimer;
 use crate::arrivals::Profile;
 use crate::conversation::{Next, Visitor, DEFAULT_THINK};
-use crate::metrics::{ErrorKind, Interval, Mark, Recorder};
+use crate::metrics::{ErrorKind, Final, Interval, Mark, Recorder};
 use crate::protocol;
 use crate::protocol::Text;
 use crate::scenario::{Model, Scenario, Shard, Share, ThinkDist};
@@ -30,6 +30,7 @@ use crate::session::{Phase, Session, SessionConfig};
 use crate::target::Target;
 use crate::tls::TlsLayer;
 use crate::trace::{Trace, OPEN_AHEAD};
+use inference_client::http::TlsTarget;
 use std::collections::HashMap;
 
 /// Size of the one read buffer a worker shares among all its sessions.
@@ -66,17 +67,9 @@ pub struct Plan {
     pub conversation_texts: Vec<u32>,
     /// `--trace`: the trace, its entries' texts indexing `texts`.
     pub trace: Option<Trace>,
-    /// `wss://`: the TLS settings and the name the certificate must carry.
-    pub tls: Option<WssTarget>,
-}
-
-/// What a `wss://` session's TLS needs.
-#[derive(Debug, Clone)]
-pub struct WssTarget {
-    /// Roots (the system's and `--ca`), protocol versions.
-    pub config: Arc<rustls::ClientConfig>,
-    /// The host the certificate must name.
-    pub name: rustls::pki_types::ServerName<'static>,
+    /// `wss://` (and `https://` over long-polling): the TLS settings and
+    /// the name the certificate must carry.
+    pub tls: Option<TlsTarget>,
 }
 
 /// Orders from the main thread.
@@ -122,24 +115,15 @@ pub enum Report {
         /// Sessions open now.
         open: u64,
     },
-    /// The worker finished; what it measured since its last tick.
+    /// The worker finished; what it measured since its last tick, and by
+    /// stage and turn.
     Done {
         /// Worker index.
         worker: u32,
         /// Measurements.
-        interval: Box<Interval>,
-        /// Each stage's measurements, by stage index.
-        stages: Vec<Interval>,
+        measured: Box<Final>,
         /// Most sessions it had open at once.
         peak_open: u64,
-    },
-    /// Each conversation turn's measurements (index 0 is turn 1), sent
-    /// just before `Done` by a worker whose sessions played conversations.
-    Turns {
-        /// Worker index.
-        worker: u32,
-        /// Measurements by turn.
-        turns: Vec<Interval>,
     },
     /// The worker could not run.
     Failed {
@@ -378,32 +362,21 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
             w2.stopping.set(true);
         }
     });
-    if !w.scenario().conversations.is_empty() {
-        let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
-        for c in open {
-            if c.session.borrow().phase() == Phase::Open {
-                monoio::spawn(conversation_loop(w.clone(), c));
-            }
+    // Sessions that drive themselves (closed model, conversations) start
+    // now; later ones start as they open.
+    let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
+    for c in open {
+        if c.session.borrow().phase() == Phase::Open {
+            start_visitor(&w, &c);
         }
-    } else {
-        match w.scenario().model {
-            Model::Open => {
-                let result = match &w.plan.trace {
-                    Some(trace) => trace_model(&w, trace, t0, end).await,
-                    None => open_model(&w, t0, end).await,
-                };
-                if let Err(e) = result {
-                    w.note_error(format!("arrival timer failed: {e}"));
-                }
-            }
-            Model::Closed => {
-                let open: Vec<Rc<Conn>> = w.conns.borrow().clone();
-                for c in open {
-                    if c.session.borrow().phase() == Phase::Open {
-                        monoio::spawn(closed_loop(w.clone(), c));
-                    }
-                }
-            }
+    }
+    if w.scenario().conversations.is_empty() && w.scenario().model == Model::Open {
+        let result = match &w.plan.trace {
+            Some(trace) => trace_model(&w, trace, t0, end).await,
+            None => open_model(&w, t0, end).await,
+        };
+        if let Err(e) = result {
+            w.note_error(format!("arrival timer failed: {e}"));
         }
     }
     // Stages without arrivals (a cool-down, say) still hold their sessions to the end.
@@ -421,20 +394,10 @@ async fn worker_main(spec: WorkerSpec, driver: &'static str) {
 
 fn finish(w: &Rc<Worker>) {
     w.finished.set(true);
-    let (interval, stages, turns) = {
-        let mut rec = w.rec.borrow_mut();
-        (Box::new(rec.take()), rec.take_stages(), rec.take_turns())
-    };
-    if !turns.is_empty() {
-        let _ = w.tx.send(Report::Turns {
-            worker: w.index,
-            turns,
-        });
-    }
+    let measured = Box::new(w.rec.borrow_mut().finish());
     let _ = w.tx.send(Report::Done {
         worker: w.index,
-        interval,
-        stages,
+        measured,
         peak_open: w.peak_open.get(),
     });
 }
@@ -729,9 +692,7 @@ async fn closed_loop(w: Rc<Worker>, c: Rc<Conn>) {
         }
         let text = w.rng.borrow_mut().u32(..w.plan.texts.len() as u32);
         send_on(&w, &c, now, w.mark_at(now), text);
-        while c.session.borrow().in_flight() > 0 && !c.dead.get() && !w.stopping.get() {
-            c.settled.wait().await;
-        }
+        until_settled(&w, &c).await;
     }
 }
 
@@ -795,11 +756,7 @@ async fn session_task(w: Rc<Worker>, c: Rc<Conn>) {
         send_on(&w, &c, due, mark, text);
     }
     if w.t0.get().is_some() {
-        if !w.scenario().conversations.is_empty() {
-            monoio::spawn(conversation_loop(w.clone(), c.clone()));
-        } else if w.scenario().model == Model::Closed {
-            monoio::spawn(closed_loop(w.clone(), c.clone()));
-        }
+        start_visitor(&w, &c);
     }
     serve(&w, &c).await;
     // A scripted reload or offline spell: the same session on a new socket.
@@ -835,6 +792,24 @@ async fn session_task(w: Rc<Worker>, c: Rc<Conn>) {
 }
 
 type Failure = (ErrorKind, String);
+
+/// Starts what drives an open session by itself, if anything does: a
+/// scripted conversation, or the closed model's think-send-await loop (the
+/// open model's arrivals are the worker's, not the session's).
+fn start_visitor(w: &Rc<Worker>, c: &Rc<Conn>) {
+    if !w.scenario().conversations.is_empty() {
+        monoio::spawn(conversation_loop(w.clone(), c.clone()));
+    } else if w.scenario().model == Model::Closed {
+        monoio::spawn(closed_loop(w.clone(), c.clone()));
+    }
+}
+
+/// Waits until nothing `c` sent is in flight (or it or the run ended).
+async fn until_settled(w: &Worker, c: &Conn) {
+    while c.session.borrow().in_flight() > 0 && !c.dead.get() && !w.stopping.get() {
+        c.settled.wait().await;
+    }
+}
 
 /// [`establish`], bounded by the connect timeout.
 async fn connect_within_timeout(w: &Rc<Worker>, c: &Rc<Conn>) -> Result<(), Failure> {
@@ -896,9 +871,7 @@ async fn conversation_loop(w: Rc<Worker>, c: Rc<Conn>) {
                 let now = Instant::now();
                 let text = base + u32::from(turn) - 1;
                 send_on(&w, &c, now, w.mark_at(now).with_turn(turn), text);
-                while c.session.borrow().in_flight() > 0 && !c.dead.get() && !w.stopping.get() {
-                    c.settled.wait().await;
-                }
+                until_settled(&w, &c).await;
             }
             Next::Human(reason) => {
                 let mask = w.mask();
